@@ -1,0 +1,1 @@
+"""Local development infrastructure: throwaway Redis and PostgreSQL servers on loopback."""

@@ -1,0 +1,1 @@
+"""The three leaderboard services, each runnable with ``python -m services.<name>``."""

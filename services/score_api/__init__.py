@@ -1,0 +1,1 @@
+"""Score API: verifies tokens, turns actions into points, updates the board atomically."""

@@ -1,0 +1,31 @@
+"""``python -m services.score_api``: serve the API with uvicorn (uvloop, httptools)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from services.score_api.app import create_app
+from services.score_api.settings import ApiSettings
+
+
+def main() -> None:
+    settings = ApiSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

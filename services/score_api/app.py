@@ -1,0 +1,187 @@
+"""The score API's HTTP surface (Starlette): routes, error mapping and lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.score_api import validation
+from services.score_api.actions import UnknownAction
+from services.score_api.metrics import ACCEPTED, DUPLICATES, REJECTIONS, MetricsMiddleware
+from services.score_api.problems import Problem, missing_token, redis_unavailable
+from services.score_api.settings import ApiSettings
+from services.score_api.store import ScoreStore
+from shared.keys import BoardKeys
+from shared.redisconn import connect
+from shared.tokens import SCOPE_WRITE, Claims, ScopeError, TokenError, TokenVerifier
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class ScoreApi:
+    """Holds the wiring of one app instance; handlers are its methods."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.catalogue = settings.catalogue()
+        self.verifier = TokenVerifier.from_settings(settings)
+        self.trusted = validation.parse_networks(settings.trusted_proxies)
+        self.redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
+        self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds)
+
+    def authenticate(self, request: Request, scope: str) -> Claims:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise missing_token()
+        try:
+            claims = self.verifier.verify(token.strip())
+            claims.require(scope)
+        except TokenError as exc:
+            raise Problem.from_token_error(exc) from None
+        except ScopeError as exc:
+            raise Problem.from_scope_error(exc) from None
+        return claims
+
+    async def post_score(self, request: Request) -> Response:
+        claims = self.authenticate(request, SCOPE_WRITE)
+        key = validation.idempotency_key(request.headers.get("idempotency-key"))
+        validation.content_type_is_json(request.headers.get("content-type"))
+        action = validation.award_body(await read_body(request))
+        try:
+            points = self.catalogue.points_for(action)
+        except UnknownAction:
+            raise Problem(
+                422, "unknown-action", f"unknown action {action!r}", reason="unknown_action"
+            ) from None
+        client = request.client.host if request.client else None
+        ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+        try:
+            result = await self.store.award(
+                user_id=claims.sub,
+                name=claims.name,
+                action=action,
+                points=points,
+                idempotency_key=key,
+                client_ip=ip,
+            )
+        except RedisError:
+            raise redis_unavailable() from None
+        if result.status == "conflict":
+            raise Problem(
+                422,
+                "idempotency-conflict",
+                "this Idempotency-Key was already used for another action",
+                reason="idempotency_conflict",
+            )
+        if result.status == "overflow":
+            raise Problem(
+                422, "score-overflow", "the score would exceed its maximum", reason="overflow"
+            )
+        (DUPLICATES if result.status == "duplicate" else ACCEPTED).inc()
+        return json_response(result.as_dict())
+
+    async def score_board(self, request: Request) -> Response:
+        limit, offset = validation.paging(request.query_params)
+        try:
+            entries, total = await self.store.reader.page(offset, limit)
+        except RedisError:
+            raise redis_unavailable() from None
+        return json_response({"board": [e.as_dict() for e in entries], "total": total})
+
+    async def user_rank(self, request: Request) -> Response:
+        user_id = validation.user_id(request.path_params["user_id"])
+        around = validation.bounded_int(request.query_params, "around", 0, 0, validation.MAX_AROUND)
+        try:
+            found = await self.store.rank(user_id, around)
+        except RedisError:
+            raise redis_unavailable() from None
+        if found is None:
+            raise Problem(404, "unranked", f"user {user_id!r} has no score", reason="unranked")
+        own, neighbours = found
+        return json_response(own.as_dict() | {"around": [e.as_dict() for e in neighbours]})
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            await self.store.ready()
+        except RedisError as exc:
+            return json_response({"status": "unavailable", "redis": type(exc).__name__}, 503)
+        return json_response({"status": "ready"})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds the limit, however it is sent."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > validation.MAX_BODY_BYTES:
+        raise validation.too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > validation.MAX_BODY_BYTES:
+            raise validation.too_large()
+    return bytes(body)
+
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    REJECTIONS.labels(exc.reason).inc()
+    return exc.response(request.url.path)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    problem = Problem(
+        exc.status_code,
+        "http-error",
+        exc.detail,
+        headers=dict(exc.headers or {}),
+        reason=f"http_{exc.status_code}",
+    )
+    return await problem_handler(request, problem)
+
+
+def create_app(settings: ApiSettings | None = None) -> Starlette:
+    api = ScoreApi(settings or ApiSettings())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await api.redis.aclose()
+
+    routes = [
+        Route("/api/score", api.post_score, methods=["POST"]),
+        Route("/api/score-board", api.score_board, methods=["GET"]),
+        Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers={Problem: problem_handler, HTTPException: http_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.api = api
+    return app

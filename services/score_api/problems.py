@@ -1,0 +1,98 @@
+"""API errors and their one mapping to RFC 9457 ``application/problem+json`` responses.
+
+    Problem                      any refusal; carries status, slug, detail, headers
+    ├── invalid_token (401)      shared.tokens.TokenError
+    ├── insufficient_scope (403) shared.tokens.ScopeError
+    └── everything else          raised directly with its status
+
+``reason`` is the label under which the rejection is counted in metrics.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+from starlette.responses import Response
+
+from shared.tokens import ScopeError, TokenError
+
+PROBLEM_TYPE = "urn:leaderboard:problem:"
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = headers or {}
+        self.reason = reason or slug
+
+    def __repr__(self) -> str:
+        return f"Problem({self.status}, {self.slug!r}, {self.detail!r})"
+
+    @classmethod
+    def from_token_error(cls, exc: TokenError) -> Problem:
+        header = f'Bearer error="invalid_token", error_description="{exc.detail}"'
+        return cls(
+            401,
+            "invalid-token",
+            exc.detail,
+            headers={"WWW-Authenticate": header},
+            reason=f"token_{exc.reason}",
+        )
+
+    @classmethod
+    def from_scope_error(cls, exc: ScopeError) -> Problem:
+        header = f'Bearer error="insufficient_scope", scope="{exc.scope}"'
+        return cls(
+            403,
+            "insufficient-scope",
+            str(exc),
+            headers={"WWW-Authenticate": header},
+            reason="scope",
+        )
+
+    def response(self, instance: str) -> Response:
+        body = {
+            "type": PROBLEM_TYPE + self.slug,
+            "title": HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+        }
+        return Response(
+            orjson.dumps(body),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/problem+json",
+        )
+
+
+def missing_token() -> Problem:
+    return Problem(
+        401,
+        "invalid-token",
+        "a bearer token is required",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        reason="token_missing",
+    )
+
+
+def redis_unavailable() -> Problem:
+    return Problem(
+        503,
+        "unavailable",
+        "the score store is unreachable; retry with the same Idempotency-Key",
+        headers={"Retry-After": "1"},
+        reason="redis_unavailable",
+    )

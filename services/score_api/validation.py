@@ -1,0 +1,135 @@
+"""Pure checks of request parts: idempotency keys, bodies, paging, client addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from services.score_api.problems import Problem
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+MAX_BODY_BYTES = 4096
+MAX_LIMIT = 100
+MAX_OFFSET = 10_000
+MAX_AROUND = 25
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def idempotency_key(value: str | None) -> str:
+    if value is None:
+        raise Problem(
+            400,
+            "idempotency-key",
+            "the Idempotency-Key header is required",
+            reason="idempotency_key",
+        )
+    if not IDEMPOTENCY_KEY.match(value):
+        raise Problem(
+            400,
+            "idempotency-key",
+            "Idempotency-Key must be 1..64 characters of [A-Za-z0-9_-]",
+            reason="idempotency_key",
+        )
+    return value
+
+
+def content_type_is_json(value: str | None) -> None:
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise Problem(
+            415, "unsupported-media-type", "the body must be application/json", reason="media_type"
+        )
+
+
+def too_large() -> Problem:
+    return Problem(
+        413,
+        "body-too-large",
+        f"the body must be at most {MAX_BODY_BYTES} bytes",
+        reason="body_size",
+    )
+
+
+def award_body(raw: bytes) -> str:
+    """The action named by ``{"action": "..."}``; anything else is refused with 422."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Problem(422, "invalid-body", "the body is not valid JSON", reason="body") from None
+    if not isinstance(body, dict) or set(body) != {"action"}:
+        raise Problem(
+            422, "invalid-body", 'the body must be exactly {"action": "<action>"}', reason="body"
+        )
+    action = body["action"]
+    if not isinstance(action, str) or not 1 <= len(action) <= 64:
+        raise Problem(
+            422, "invalid-body", "action must be a string of 1..64 characters", reason="body"
+        )
+    return action
+
+
+def bounded_int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Problem(
+            422, "invalid-parameter", f"{name} must be an integer in {low}..{high}", reason="query"
+        )
+    return int(raw)
+
+
+def paging(params: Mapping[str, str]) -> tuple[int, int]:
+    """(limit, offset) from the query string, within the documented bounds."""
+    return (
+        bounded_int(params, "limit", 10, 1, MAX_LIMIT),
+        bounded_int(params, "offset", 0, 0, MAX_OFFSET),
+    )
+
+
+def user_id(value: str) -> str:
+    if not USER_ID.match(value):
+        raise Problem(
+            422,
+            "invalid-parameter",
+            "user_id must be 1..64 characters of [A-Za-z0-9_.:@-]",
+            reason="query",
+        )
+    return value
+
+
+def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The caller's address: ``X-Forwarded-For`` is believed only from a trusted proxy.
+
+    Walks the header right to left, skipping trusted proxies, so a client cannot forge the
+    address by sending its own header through the proxy.
+    """
+    address = peer or ""
+    if not forwarded_for or not _in(address, trusted):
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return address
+        address = hop
+        if not _in(hop, trusted):
+            return hop
+    return address
+
+
+def _in(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)

@@ -1,0 +1,28 @@
+"""Read pages of the board from Redis in one round trip (score API and gateways)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from shared.board import Entry, entries_from_reply
+from shared.keys import BoardKeys
+from shared.redisconn import lua
+
+_TOP = lua("shared", "top")
+
+
+class BoardReader:
+    def __init__(self, redis: Redis, keys: BoardKeys) -> None:
+        self._keys = keys
+        self._top = redis.register_script(_TOP)
+
+    lua_text = _TOP
+
+    @property
+    def sha(self) -> str:
+        return str(self._top.sha)
+
+    async def page(self, offset: int, limit: int) -> tuple[list[Entry], int]:
+        """Entries ranked ``offset + 1 .. offset + limit`` and the number of ranked users."""
+        reply = await self._top(keys=[self._keys.board, self._keys.names], args=[offset, limit])
+        return entries_from_reply(reply[1:], offset + 1), int(reply[0])

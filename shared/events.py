@@ -1,0 +1,72 @@
+"""The score stream's event format (version 1), written by the score API's script.
+
+Every accepted update appends one entry whose fields are all strings:
+
+    v, type, event_id, user_id, name, action, points, score, seq, idempotency_key, ts,
+    client_ip, and optional extras (request_id, user_agent, jti, iss)
+
+``type`` is ``score`` for an award. Readers refuse an entry they cannot parse with
+``EventError`` rather than guess; the persister dead-letters such entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EVENT_VERSION = "1"
+OPTIONAL_FIELDS = ("request_id", "user_agent", "jti", "iss")
+
+
+class EventError(ValueError):
+    """A stream entry that is not a valid version-1 event."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreEvent:
+    type: str
+    event_id: str
+    user_id: str
+    name: str
+    action: str
+    points: int
+    score: int
+    seq: int
+    idempotency_key: str
+    ts: int
+    client_ip: str
+    extras: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, raw: dict[bytes, bytes] | dict[str, str]) -> ScoreEvent:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if fields.get("v") != EVENT_VERSION:
+            raise EventError(f"unsupported event version {fields.get('v')!r}")
+        try:
+            return cls(
+                type=fields["type"],
+                event_id=_nonempty(fields["event_id"]),
+                user_id=_nonempty(fields["user_id"]),
+                name=fields.get("name", ""),
+                action=fields.get("action", ""),
+                points=int(fields.get("points", "0")),
+                score=int(fields.get("score", "0")),
+                seq=int(fields.get("seq", "0")),
+                idempotency_key=fields.get("idempotency_key", ""),
+                ts=int(fields["ts"]),
+                client_ip=fields.get("client_ip", ""),
+                extras={k: fields[k] for k in OPTIONAL_FIELDS if k in fields},
+            )
+        except KeyError as exc:
+            raise EventError(f"missing field {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise EventError(str(exc)) from None
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("empty identifier")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

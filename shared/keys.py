@@ -1,0 +1,47 @@
+"""Redis key names of one board; every key shares one hash tag so scripts run on Redis Cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BoardKeys:
+    """All keys of one board, e.g. ``{lb:global}:board``; the ``{...}`` part is the hash tag."""
+
+    prefix: str
+    board_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.prefix}:{self.board_id}}}"
+
+    @property
+    def board(self) -> str:
+        """Sorted set: member ``<seq:016d>:<user_id>``, score ``-points`` (see shared.board)."""
+        return f"{self.tag}:board"
+
+    @property
+    def members(self) -> str:
+        """Hash user_id -> current board member, to find a user's entry in O(1)."""
+        return f"{self.tag}:members"
+
+    @property
+    def names(self) -> str:
+        """Hash user_id -> display name."""
+        return f"{self.tag}:names"
+
+    @property
+    def seq(self) -> str:
+        """Counter giving every accepted update its arrival order (the tie-break)."""
+        return f"{self.tag}:seq"
+
+    @property
+    def stream(self) -> str:
+        """Stream of score events (shared.events), read by the persister and the gateways."""
+        return f"{self.tag}:events"
+
+    def idempotency(self, user_id: str, key: str) -> str:
+        """Hash remembering the result of one (user, Idempotency-Key) pair."""
+        # '|' cannot occur in a user id or an idempotency key, so the pair is unambiguous.
+        return f"{self.tag}:idem:{user_id}|{key}"
