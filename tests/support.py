@@ -1,0 +1,86 @@
+"""Helpers the tests share: unique names, an in-process uvicorn server, Redis snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio
+import uvicorn
+from starlette.types import ASGIApp
+
+from shared.keys import BoardKeys
+
+RUN_ID = os.urandom(4).hex()
+_counter = itertools.count()
+_prefixes: list[str] = []
+
+
+def new_prefix() -> str:
+    """A Redis key prefix unique to this test in this run; all are deleted at session end."""
+    prefix = f"t{RUN_ID}-{next(_counter)}"
+    _prefixes.append(prefix)
+    return prefix
+
+
+def prefixes_in_use() -> list[str]:
+    return list(_prefixes)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on a loopback port in this event loop; yield its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def board_state(client: redis.asyncio.Redis, keys: BoardKeys) -> dict[str, Any]:
+    """Everything an update could change, for 'this request changed nothing' assertions."""
+    idem = [k async for k in client.scan_iter(match=f"{keys.tag}:idem:*", count=1000)]
+    return {
+        "board": await client.zrange(keys.board, 0, -1, withscores=True),
+        "members": await client.hgetall(keys.members),
+        "names": await client.hgetall(keys.names),
+        "seq": await client.get(keys.seq),
+        "stream": await client.xlen(keys.stream),
+        "idempotency": sorted(idem),
+    }
+
+
+async def stream_events(client: redis.asyncio.Redis, stream: str) -> list[dict[str, str]]:
+    """Every entry of a stream as text fields, oldest first."""
+    rows: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(stream)  # type: ignore[assignment]
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))

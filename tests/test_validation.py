@@ -1,0 +1,93 @@
+"""Pure request checks: idempotency keys, bodies, paging bounds, client addresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.score_api import validation
+from services.score_api.problems import Problem
+
+
+def status_of(fn: object, *args: object) -> int:
+    with pytest.raises(Problem) as info:
+        fn(*args)  # type: ignore[operator]
+    return info.value.status
+
+
+@pytest.mark.parametrize("key", ["a", "A-b_9", "x" * 64])
+def test_valid_idempotency_keys_pass(key: str) -> None:
+    assert validation.idempotency_key(key) == key
+
+
+@pytest.mark.parametrize("key", [None, "", "x" * 65, "has space", "dot.not.allowed", "é"])
+def test_invalid_idempotency_keys_are_400(key: str | None) -> None:
+    assert status_of(validation.idempotency_key, key) == 400
+
+
+@pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_is_415(ctype: str | None) -> None:
+    assert status_of(validation.content_type_is_json, ctype) == 415
+
+
+def test_json_content_type_with_charset_passes() -> None:
+    validation.content_type_is_json("Application/JSON; charset=utf-8")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'"quest"',
+        b"{}",
+        b'{"action": 5}',
+        b'{"action": ""}',
+        b'{"action": "quest_complete", "points": 1000}',
+        b'{"Action": "quest_complete"}',
+    ],
+)
+def test_bodies_other_than_exactly_one_action_are_422(raw: bytes) -> None:
+    assert status_of(validation.award_body, raw) == 422
+
+
+def test_action_body_yields_the_action() -> None:
+    assert validation.award_body(b'{"action": "quest_complete"}') == "quest_complete"
+
+
+def test_paging_defaults_and_bounds() -> None:
+    assert validation.paging({}) == (10, 0)
+    assert validation.paging({"limit": "100", "offset": "10000"}) == (100, 10000)
+    for bad in (
+        {"limit": "0"},
+        {"limit": "101"},
+        {"offset": "10001"},
+        {"limit": "-1"},
+        {"limit": "ten"},
+        {"offset": "1e3"},
+    ):
+        assert status_of(validation.paging, bad) == 422
+
+
+TRUSTED = validation.parse_networks(["10.0.0.0/8", "::1/128"])
+
+
+def test_forwarded_for_ignored_from_untrusted_peer() -> None:
+    assert validation.client_ip("203.0.113.9", "1.2.3.4", TRUSTED) == "203.0.113.9"
+
+
+def test_forwarded_for_believed_from_trusted_proxy() -> None:
+    assert validation.client_ip("10.1.1.1", "198.51.100.7", TRUSTED) == "198.51.100.7"
+
+
+def test_client_cannot_forge_address_through_the_proxy() -> None:
+    # The client sent "X-Forwarded-For: 1.1.1.1"; the proxy appended the real address.
+    assert validation.client_ip("10.1.1.1", "1.1.1.1, 198.51.100.7", TRUSTED) == "198.51.100.7"
+
+
+def test_chain_of_trusted_proxies_is_skipped() -> None:
+    assert validation.client_ip("10.1.1.1", "198.51.100.7, 10.2.2.2", TRUSTED) == "198.51.100.7"
+
+
+def test_garbage_forwarded_for_falls_back_to_peer() -> None:
+    assert validation.client_ip("10.1.1.1", "not-an-ip", TRUSTED) == "10.1.1.1"
