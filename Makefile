@@ -1,0 +1,52 @@
+# Two commands: `make run` brings the whole stack up, `make test` runs the whole suite.
+# Everything installs itself: the virtualenv from the hashed lock file, and the browser the
+# page test drives (Debian's chromium, via apt when we may use it).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+USER_ID ?= player1
+
+.PHONY: help install run test lint token bench browser clean
+
+help:
+	@echo "make run     start Redis/PostgreSQL (embedded unless REDIS_URL/DATABASE_URL), migrate, all services"
+	@echo "make test    the whole test suite (embedded servers unless REDIS_URL/DATABASE_URL)"
+	@echo "make lint    ruff + mypy --strict"
+	@echo "make token USER_ID=alice   print a development JWT"
+
+$(STAMP): requirements-dev.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3-venv missing; installing it with apt"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+run: install
+	$(BIN)/python -m devstack.run
+
+test: install browser
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+token: install
+	@$(BIN)/python -m shared.devtoken $(USER_ID)
+
+clean:
+	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache .hypothesis
