@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.settings import SharedSettings
+from shared.settings import TokenSettings
 from shared.tokens import SCOPE_WRITE, SUBJECT, issue
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     parser.add_argument("--scope", action="append", help=f"repeatable; default {SCOPE_WRITE}")
     args = parser.parse_args(argv)
-    settings = SharedSettings()
+    settings = TokenSettings()
     if settings.is_production:
         print("refusing: development tokens are not issued in production", file=sys.stderr)
         return 2

@@ -1,8 +1,11 @@
 """The one JWT module: every token decision goes through here, so the library can be swapped.
 
-Verification is a pure function of (token, settings, now): signature with an allow-listed
-algorithm (never ``none``), then the claims, checked by this module rather than the library so
-the rules are explicit and tested.
+Verification is a pure function of (token, keys, rules, now). The header's ``alg`` must be
+allow-listed, and each key is bound to its algorithm family: HMAC algorithms use only the
+shared secret, RS* only RSA public keys, ES* only EC keys of the matching curve. So a public
+key can never serve as an HMAC secret (the algorithm confusion of CVE-2024-33663), and
+``none`` is never accepted. ``kid`` is only a lookup key; ``jku``, ``x5u`` and ``x5c`` are
+never followed. Claims are checked here rather than by the library, so the rules are explicit.
 """
 
 from __future__ import annotations
@@ -10,20 +13,25 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jose import jws
 from jose.exceptions import JOSEError
 
-from shared.settings import SharedSettings
+from shared.settings import HMAC_ALGORITHMS, TokenSettings
 
 MAX_TOKEN_BYTES = 8 * 1024
 SUBJECT = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 MAX_NAME_CHARS = 64
 SCOPE_WRITE = "score:write"
 SCOPE_ADMIN = "score:admin"
+_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_CRYPTO_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 class TokenError(Exception):
@@ -36,6 +44,13 @@ class TokenError(Exception):
 
     def __repr__(self) -> str:
         return f"TokenError({self.reason!r}, {self.detail!r})"
+
+
+class UnknownKeyId(TokenError):
+    """The token names a ``kid`` we do not hold; a JWKS refresh may find it."""
+
+    def __init__(self) -> None:
+        super().__init__("unknown_kid", "the token's key id is unknown")
 
 
 class ScopeError(Exception):
@@ -60,27 +75,107 @@ class Claims:
             raise ScopeError(scope)
 
 
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A verification key: ``kty`` RSA or EC, ``crv`` for EC, material as PEM text or JWK."""
+
+    kid: str | None
+    kty: str
+    crv: str | None
+    material: str | Mapping[str, Any] = field(repr=False)
+
+    def fits(self, alg: str) -> bool:
+        if alg.startswith("RS"):
+            return self.kty == "RSA"
+        return alg in _EC_CURVES and self.kty == "EC" and self.crv == _EC_CURVES[alg]
+
+
+def public_key_from_pem(pem: str, kid: str | None = None) -> PublicKey:
+    key = load_pem_public_key(pem.encode())
+    if isinstance(key, rsa.RSAPublicKey):
+        return PublicKey(kid, "RSA", None, pem)
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _CRYPTO_CURVES:
+        return PublicKey(kid, "EC", _CRYPTO_CURVES[key.curve.name], pem)
+    raise ValueError("only RSA and EC (P-256/384/521) public keys are supported")
+
+
+def public_keys_from_jwks(document: bytes) -> tuple[PublicKey, ...]:
+    """RSA and EC public keys of a JWKS document; symmetric and private keys are ignored."""
+    try:
+        keys = orjson.loads(document)["keys"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ValueError("not a JWKS document") from None
+    out = []
+    for jwk in keys if isinstance(keys, list) else []:
+        if not isinstance(jwk, dict) or "d" in jwk or jwk.get("use", "sig") != "sig":
+            continue
+        kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else None
+        if jwk.get("kty") == "RSA" and {"n", "e"} <= jwk.keys():
+            out.append(PublicKey(kid, "RSA", None, jwk))
+        elif jwk.get("kty") == "EC" and jwk.get("crv") in _EC_CURVES.values():
+            out.append(PublicKey(kid, "EC", jwk["crv"], jwk))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The keys tokens may be signed with: a shared secret and/or public keys."""
+
+    secret: str | None = None
+    public: tuple[PublicKey, ...] = ()
+
+    def candidates(self, alg: str, kid: object) -> list[str | Mapping[str, Any]]:
+        if alg in HMAC_ALGORITHMS:
+            if not self.secret:
+                raise TokenError("algorithm", "the token's algorithm is not accepted")
+            return [self.secret]
+        fitting = [k for k in self.public if k.fits(alg)]
+        if kid is not None:
+            if not isinstance(kid, str):
+                raise TokenError("malformed", "the token's key id is invalid")
+            fitting = [k for k in fitting if k.kid == kid]
+            if not fitting:
+                raise UnknownKeyId()
+        if not fitting:
+            raise TokenError("algorithm", "no key accepts the token's algorithm")
+        return [k.material for k in fitting]
+
+
 @dataclass(frozen=True)
 class TokenVerifier:
     algorithms: tuple[str, ...]
-    secret: str
+    keys: KeyRing
     issuer: str | None = None
     audience: str | None = None
     leeway: int = 30
 
     @classmethod
-    def from_settings(cls, settings: SharedSettings) -> TokenVerifier:
+    def from_settings(
+        cls, settings: TokenSettings, public: tuple[PublicKey, ...] = ()
+    ) -> TokenVerifier:
+        secret = settings.jwt_secret if set(settings.jwt_algorithms) & HMAC_ALGORITHMS else None
         return cls(
             algorithms=tuple(settings.jwt_algorithms),
-            secret=settings.jwt_secret,
+            keys=KeyRing(secret, public),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway_seconds,
         )
 
+    def with_public_keys(self, public: tuple[PublicKey, ...]) -> TokenVerifier:
+        return TokenVerifier(
+            self.algorithms,
+            KeyRing(self.keys.secret, public),
+            self.issuer,
+            self.audience,
+            self.leeway,
+        )
+
     def verify(self, token: str, now: float | None = None) -> Claims:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError("oversize", "the token is too large")
+        if token.count(".") != 2:
+            raise TokenError("malformed", "the token is not a signed JWT")
         try:
             header = jws.get_unverified_header(token)
         except JOSEError:
@@ -88,10 +183,9 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenError("algorithm", "the token's algorithm is not accepted")
-        try:
-            payload = jws.verify(token, self.secret, algorithms=[alg])
-        except JOSEError:
-            raise TokenError("signature", "the token's signature is invalid") from None
+        if "crit" in header:
+            raise TokenError("malformed", "the token requires unsupported extensions")
+        payload = self._verified_payload(token, alg, header.get("kid"))
         try:
             claims = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -99,6 +193,15 @@ class TokenVerifier:
         if not isinstance(claims, dict):
             raise TokenError("malformed", "the token's claims are not an object")
         return check_claims(claims, self, time.time() if now is None else now)
+
+    def _verified_payload(self, token: str, alg: str, kid: object) -> bytes:
+        for key in self.keys.candidates(alg, kid):
+            try:
+                payload: bytes = jws.verify(token, key, algorithms=[alg])
+            except JOSEError:
+                continue
+            return payload
+        raise TokenError("signature", "the token's signature is invalid")
 
 
 def check_claims(claims: dict[str, Any], rules: TokenVerifier, now: float) -> Claims:
@@ -125,8 +228,8 @@ def check_claims(claims: dict[str, Any], rules: TokenVerifier, now: float) -> Cl
         name=display_name(claims.get("name"), default=sub),
         scopes=_scopes(claims.get("scope")),
         exp=int(exp),
-        jti=jti if isinstance(jti, str) else None,
-        iss=iss if isinstance(iss, str) else None,
+        jti=jti if isinstance(jti, str) and len(jti) <= 128 else None,
+        iss=iss if isinstance(iss, str) and len(iss) <= 256 else None,
     )
 
 
@@ -145,7 +248,7 @@ def display_name(value: object, default: str) -> str:
 
 
 def issue(
-    settings: SharedSettings,
+    settings: TokenSettings,
     sub: str,
     *,
     name: str | None = None,

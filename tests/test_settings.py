@@ -6,18 +6,46 @@ import pytest
 from pydantic import ValidationError
 
 from services.score_api.settings import ApiSettings
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, TokenSettings
+
+PROD = {"environment": "production", "jwt_issuer": "https://id.example", "jwt_audience": "board"}
 
 
-def test_production_refuses_the_development_secret() -> None:
-    with pytest.raises(ValidationError, match="development JWT secret"):
-        SharedSettings(environment="production")
-    assert SharedSettings(environment="production", jwt_secret="s" * 40).is_production
+def test_production_refuses_the_development_or_a_short_secret() -> None:
+    with pytest.raises(ValidationError, match="never the development secret"):
+        TokenSettings(**PROD)
+    with pytest.raises(ValidationError, match="at least 32"):
+        TokenSettings(**PROD, jwt_secret="short")
+    assert TokenSettings(**PROD, jwt_secret="s" * 40).is_production
+
+
+def test_production_requires_issuer_and_audience() -> None:
+    with pytest.raises(ValidationError, match="JWT_ISSUER and JWT_AUDIENCE"):
+        TokenSettings(environment="production", jwt_secret="s" * 40)
+
+
+def test_services_without_tokens_start_in_production_without_jwt_settings() -> None:
+    assert SharedSettings(environment="production").is_production
 
 
 def test_none_algorithm_cannot_be_configured() -> None:
     with pytest.raises(ValidationError, match="none"):
-        SharedSettings(jwt_algorithms=["HS256", "none"])
+        TokenSettings(jwt_algorithms=["HS256", "none"])
+
+
+def test_a_pem_is_refused_as_an_hmac_secret() -> None:
+    with pytest.raises(ValidationError, match="PEM"):
+        TokenSettings(jwt_secret="-----BEGIN PUBLIC KEY-----\nMIIB...")
+
+
+def test_public_key_algorithms_need_a_key_source() -> None:
+    with pytest.raises(ValidationError, match="JWKS"):
+        TokenSettings(jwt_algorithms=["RS256"])
+
+
+def test_jwks_url_must_be_https() -> None:
+    with pytest.raises(ValidationError, match="https"):
+        TokenSettings(jwt_algorithms=["RS256"], jwt_jwks_url="http://id.example/jwks")
 
 
 @pytest.mark.parametrize("prefix", ["", "has{brace", "with space", "x" * 33])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,18 +13,39 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from services.score_api import validation
 from services.score_api.actions import UnknownAction
+from services.score_api.jwks import KeySource
 from services.score_api.metrics import ACCEPTED, DUPLICATES, REJECTIONS, MetricsMiddleware
 from services.score_api.problems import Problem, missing_token, redis_unavailable
 from services.score_api.settings import ApiSettings
 from services.score_api.store import ScoreStore
 from shared.keys import BoardKeys
 from shared.redisconn import connect
-from shared.tokens import SCOPE_WRITE, Claims, ScopeError, TokenError, TokenVerifier
+from shared.tokens import (
+    SCOPE_WRITE,
+    Claims,
+    ScopeError,
+    TokenError,
+    TokenVerifier,
+    UnknownKeyId,
+)
+
+
+STATIC = Path(__file__).parent / "static"
+# Defence in depth for the live page: only its own scripts and styles, WebSockets anywhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -36,19 +58,26 @@ class ScoreApi:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self.catalogue = settings.catalogue()
-        self.verifier = TokenVerifier.from_settings(settings)
+        self.key_source = KeySource(settings)
+        self.verifier = TokenVerifier.from_settings(settings, self.key_source.keys)
         self.trusted = validation.parse_networks(settings.trusted_proxies)
         self.redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
         self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds)
 
-    def authenticate(self, request: Request, scope: str) -> Claims:
+    async def authenticate(self, request: Request, scope: str) -> Claims:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise missing_token()
         try:
-            claims = self.verifier.verify(token.strip())
+            try:
+                claims = self.verifier.verify(token.strip())
+            except UnknownKeyId:
+                if not await self.key_source.refresh():
+                    raise
+                self.verifier = self.verifier.with_public_keys(self.key_source.keys)
+                claims = self.verifier.verify(token.strip())
             claims.require(scope)
         except TokenError as exc:
             raise Problem.from_token_error(exc) from None
@@ -57,7 +86,7 @@ class ScoreApi:
         return claims
 
     async def post_score(self, request: Request) -> Response:
-        claims = self.authenticate(request, SCOPE_WRITE)
+        claims = await self.authenticate(request, SCOPE_WRITE)
         key = validation.idempotency_key(request.headers.get("idempotency-key"))
         validation.content_type_is_json(request.headers.get("content-type"))
         action = validation.award_body(await read_body(request))
@@ -127,6 +156,13 @@ class ScoreApi:
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    async def live_page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    async def page_config(self, request: Request) -> Response:
+        # "" lets the page use ws(s)://<its own host>:8001/ws/score.
+        return json_response({"gateway_url": self.settings.api_gateway_url})
+
 
 async def read_body(request: Request) -> bytes:
     """The request body, refusing (413) as soon as it exceeds the limit, however it is sent."""
@@ -164,6 +200,8 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if await api.key_source.refresh(force=True):
+            api.verifier = api.verifier.with_public_keys(api.key_source.keys)
         try:
             yield
         finally:
@@ -176,6 +214,9 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/", api.live_page, methods=["GET"]),
+        Route("/config.json", api.page_config, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(
         routes=routes,
