@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
 from services.score_api.settings import ApiSettings
 from shared.settings import SharedSettings, TokenSettings
 
-PROD = {"environment": "production", "jwt_issuer": "https://id.example", "jwt_audience": "board"}
+PROD: dict[str, Any] = {
+    "environment": "production",
+    "jwt_issuer": "https://id.example",
+    "jwt_audience": "board",
+}
 
 
 def test_production_refuses_the_development_or_a_short_secret() -> None:
