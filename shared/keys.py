@@ -41,7 +41,40 @@ class BoardKeys:
         """Stream of score events (shared.events), read by the persister and the gateways."""
         return f"{self.tag}:events"
 
+    @property
+    def dead_letters(self) -> str:
+        """Stream of score events the persister could not parse or store, each with its error."""
+        return f"{self.tag}:events:dead"
+
+    @property
+    def rebuild_board(self) -> str:
+        """Staging copy of ``board`` that ``persister rebuild`` fills, then renames into place."""
+        return f"{self.tag}:rebuild:board"
+
+    @property
+    def rebuild_members(self) -> str:
+        """Staging copy of ``members`` (see ``rebuild_board``)."""
+        return f"{self.tag}:rebuild:members"
+
+    @property
+    def rebuild_names(self) -> str:
+        """Staging copy of ``names`` (see ``rebuild_board``)."""
+        return f"{self.tag}:rebuild:names"
+
     def idempotency(self, user_id: str, key: str) -> str:
         """Hash remembering the result of one (user, Idempotency-Key) pair."""
         # '|' cannot occur in a user id or an idempotency key, so the pair is unambiguous.
         return f"{self.tag}:idem:{user_id}|{key}"
+
+    @property
+    def banned(self) -> str:
+        """Hash user_id -> the board member the user had when banned ('' if unranked)."""
+        return f"{self.tag}:banned"
+
+    def cooldown(self, user_id: str, action: str) -> str:
+        """Present (with a TTL) while the user may not complete ``action`` again."""
+        return f"{self.tag}:cd:{user_id}|{action}"
+
+    def rate(self, limit: str, subject: str) -> str:
+        """The GCRA theoretical arrival time of one limit for one user or address."""
+        return f"{self.tag}:rl:{limit}:{subject}"

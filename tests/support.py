@@ -45,7 +45,16 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on a loopback port in this event loop; yield its base URL."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        # Longer than any test's pause, so the client never reuses a connection the server
+        # is closing (a keep-alive race that is real, but not what these tests are about).
+        timeout_keep_alive=120,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

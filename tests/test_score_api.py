@@ -38,7 +38,13 @@ class Api:
 
 @asynccontextmanager
 async def running_api(**settings: Any) -> AsyncIterator[Api]:
-    config = ApiSettings(**settings)
+    # Abuse limits are off unless a test turns them on; tests/test_security.py proves them.
+    unlimited = {
+        "rate_limit_user_per_second": 0,
+        "rate_limit_user_per_minute": 0,
+        "rate_limit_ip_per_second": 0,
+    }
+    config = ApiSettings(**(unlimited | settings))
     async with serve(create_app(config)) as url:
         limits = httpx.Limits(max_connections=300)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
@@ -54,8 +60,15 @@ async def api(redis_url: str, key_prefix: str) -> AsyncIterator[Api]:
 async def test_accepted_update_returns_result_and_appends_one_event(
     api: Api, redis_client: redis.asyncio.Redis
 ) -> None:
-    response = await api.post("alice", "k1", name="Alice")
+    headers = {
+        "Authorization": f"Bearer {api.token('alice', name='Alice')}",
+        "Idempotency-Key": "k1",
+        "X-Request-ID": "req-123",
+        "User-Agent": "game/1.0",
+    }
+    response = await api.http.post("/api/score", json={"action": "quest_complete"}, headers=headers)
     assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-123"
     body = response.json()
     assert {k: body[k] for k in ("user_id", "name", "action", "awarded", "score", "rank")} == {
         "user_id": "alice",
@@ -80,6 +93,8 @@ async def test_accepted_update_returns_result_and_appends_one_event(
         "idempotency_key": "k1",
         "ts": "",
         "client_ip": "127.0.0.1",
+        "request_id": "req-123",
+        "user_agent": "game/1.0",
     }
 
 

@@ -23,6 +23,9 @@ def main() -> None:
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Our TRUSTED_PROXIES rule is the only one: uvicorn would otherwise believe
+        # X-Forwarded-For from 127.0.0.1 by default.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -22,8 +22,10 @@ from services.score_api.actions import UnknownAction
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import ACCEPTED, DUPLICATES, REJECTIONS, MetricsMiddleware
 from services.score_api.problems import Problem, missing_token, redis_unavailable
+from services.score_api.ratelimit import policy_header, ratelimit_header, retry_after_seconds
+from services.score_api.requestid import MAX_USER_AGENT, RequestIdMiddleware
 from services.score_api.settings import ApiSettings
-from services.score_api.store import ScoreStore
+from services.score_api.store import AwardRequest, AwardResult, ScoreStore
 from shared.keys import BoardKeys
 from shared.redisconn import connect
 from shared.tokens import (
@@ -34,7 +36,6 @@ from shared.tokens import (
     TokenVerifier,
     UnknownKeyId,
 )
-
 
 STATIC = Path(__file__).parent / "static"
 # Defence in depth for the live page: only its own scripts and styles, WebSockets anywhere.
@@ -62,6 +63,9 @@ class ScoreApi:
         self.verifier = TokenVerifier.from_settings(settings, self.key_source.keys)
         self.trusted = validation.parse_networks(settings.trusted_proxies)
         self.redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        self.user_limits = settings.user_limits()
+        self.ip_limits = settings.ip_limits()
+        self.policy = policy_header(self.user_limits + self.ip_limits)
         keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
         self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds)
 
@@ -89,39 +93,42 @@ class ScoreApi:
         claims = await self.authenticate(request, SCOPE_WRITE)
         key = validation.idempotency_key(request.headers.get("idempotency-key"))
         validation.content_type_is_json(request.headers.get("content-type"))
-        action = validation.award_body(await read_body(request))
+        action_name = validation.award_body(await read_body(request))
         try:
-            points = self.catalogue.points_for(action)
+            action = self.catalogue.get(action_name)
         except UnknownAction:
             raise Problem(
-                422, "unknown-action", f"unknown action {action!r}", reason="unknown_action"
+                422, "unknown-action", f"unknown action {action_name!r}", reason="unknown_action"
             ) from None
         client = request.client.host if request.client else None
         ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+        award = AwardRequest(
+            user_id=claims.sub,
+            name=claims.name,
+            action=action_name,
+            points=action.points,
+            cooldown_seconds=action.cooldown_seconds,
+            idempotency_key=key,
+            client_ip=ip,
+            user_limits=self.user_limits,
+            ip_limits=self.ip_limits,
+            extras=audit_fields(request, claims),
+        )
         try:
-            result = await self.store.award(
-                user_id=claims.sub,
-                name=claims.name,
-                action=action,
-                points=points,
-                idempotency_key=key,
-                client_ip=ip,
-            )
+            result = await self.store.award(award)
         except RedisError:
             raise redis_unavailable() from None
-        if result.status == "conflict":
-            raise Problem(
-                422,
-                "idempotency-conflict",
-                "this Idempotency-Key was already used for another action",
-                reason="idempotency_conflict",
-            )
-        if result.status == "overflow":
-            raise Problem(
-                422, "score-overflow", "the score would exceed its maximum", reason="overflow"
-            )
-        (DUPLICATES if result.status == "duplicate" else ACCEPTED).inc()
-        return json_response(result.as_dict())
+        if result.status in ("new", "duplicate"):
+            (ACCEPTED if result.status == "new" else DUPLICATES).inc()
+            response = json_response(result.as_dict())
+            if self.policy:
+                response.headers["RateLimit-Policy"] = self.policy
+            if result.limit:
+                response.headers["RateLimit"] = ratelimit_header(
+                    result.limit, result.remaining, result.reset_ms
+                )
+            return response
+        raise refusal(result, self.policy)
 
     async def score_board(self, request: Request) -> Response:
         limit, offset = validation.paging(request.query_params)
@@ -162,6 +169,45 @@ class ScoreApi:
     async def page_config(self, request: Request) -> Response:
         # "" lets the page use ws(s)://<its own host>:8001/ws/score.
         return json_response({"gateway_url": self.settings.api_gateway_url})
+
+
+def audit_fields(request: Request, claims: Claims) -> dict[str, str]:
+    """Extra event fields for the audit trail; only what is present, bounded in size."""
+    fields = {"request_id": request.state.request_id}
+    agent = request.headers.get("user-agent")
+    if agent:
+        fields["user_agent"] = agent[:MAX_USER_AGENT]
+    if claims.jti:
+        fields["jti"] = claims.jti
+    if claims.iss:
+        fields["iss"] = claims.iss
+    return fields
+
+
+def refusal(result: AwardResult, policy: str) -> Problem:
+    """The problem for an award the script refused."""
+    if result.status in ("limited", "cooldown"):
+        retry = str(retry_after_seconds(result.wait_ms))
+        headers = {"Retry-After": retry}
+        if result.status == "limited":
+            headers["RateLimit-Policy"] = policy
+            headers["RateLimit"] = ratelimit_header(result.limit, 0, result.wait_ms)
+            detail = f"rate limit {result.limit!r} exceeded; retry in {retry} s"
+            return Problem(
+                429, "rate-limited", detail, headers=headers, reason=f"rate_{result.limit}"
+            )
+        detail = f"{result.limit!r} is cooling down for this user; retry in {retry} s"
+        return Problem(429, "cooldown", detail, headers=headers, reason="cooldown")
+    if result.status == "banned":
+        return Problem(403, "banned", "this user may not score", reason="banned")
+    if result.status == "conflict":
+        return Problem(
+            422,
+            "idempotency-conflict",
+            "this Idempotency-Key was already used for another action",
+            reason="idempotency_conflict",
+        )
+    return Problem(422, "score-overflow", "the score would exceed its maximum", reason="overflow")
 
 
 async def read_body(request: Request) -> bytes:
@@ -220,7 +266,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(RequestIdMiddleware)],
         exception_handlers={Problem: problem_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )

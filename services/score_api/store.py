@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
 from shared.keys import BoardKeys
@@ -19,14 +20,25 @@ _RANK = lua("services.score_api", "rank")
 
 @dataclass(frozen=True, slots=True)
 class AwardResult:
-    status: str  # new | duplicate | conflict | overflow
+    """What the award script decided.
+
+    ``status``: new | duplicate | conflict (the stored result of the key) | limited |
+    cooldown (``limit`` names what refused, ``wait_ms`` how long until allowed) | banned |
+    overflow. For ``new``, ``limit``/``remaining``/``reset_ms`` describe the tightest limit.
+    """
+
+    status: str
     user_id: str
-    name: str
-    action: str
-    awarded: int
-    score: int
-    rank: int
-    event_id: str
+    name: str = ""
+    action: str = ""
+    awarded: int = 0
+    score: int = 0
+    rank: int = 0
+    event_id: str = ""
+    limit: str = ""
+    remaining: int = 0
+    reset_ms: int = 0
+    wait_ms: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +51,20 @@ class AwardResult:
             "event_id": self.event_id,
             "duplicate": self.status == "duplicate",
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AwardRequest:
+    user_id: str
+    name: str
+    action: str
+    points: int
+    cooldown_seconds: int
+    idempotency_key: str
+    client_ip: str
+    user_limits: list[Limit]
+    ip_limits: list[Limit]
+    extras: dict[str, str]
 
 
 def new_event_id(now_ms: int) -> str:
@@ -55,45 +81,41 @@ class ScoreStore:
         self._award = redis.register_script(_AWARD)
         self._rank = redis.register_script(_RANK)
 
-    async def award(
-        self,
-        *,
-        user_id: str,
-        name: str,
-        action: str,
-        points: int,
-        idempotency_key: str,
-        client_ip: str,
-        extras: dict[str, str] | None = None,
-    ) -> AwardResult:
-        now_ms = time.time_ns() // 1_000_000
+    async def award(self, req: AwardRequest, now_ms: int | None = None) -> AwardResult:
+        """Run the award script; ``now_ms`` is for tests that replay a timeline."""
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         k = self.keys
-        args: list[str | int] = [
-            user_id,
-            name,
-            action,
-            points,
-            new_event_id(now_ms),
-            idempotency_key,
-            now_ms,
-            client_ip,
-            self._ttl,
-        ]
-        for field, value in (extras or {}).items():
-            args += [field, value]
         keys = [
             k.board,
             k.members,
             k.names,
             k.seq,
             k.stream,
-            k.idempotency(user_id, idempotency_key),
+            k.idempotency(req.user_id, req.idempotency_key),
+            k.banned,
+            k.cooldown(req.user_id, req.action),
         ]
+        args: list[str | int] = [
+            req.user_id,
+            req.name,
+            req.action,
+            req.points,
+            new_event_id(now_ms),
+            req.idempotency_key,
+            now_ms,
+            req.client_ip,
+            self._ttl,
+            req.cooldown_seconds * 1000,
+            len(req.user_limits) + len(req.ip_limits),
+        ]
+        for limits, subject in ((req.user_limits, req.user_id), (req.ip_limits, req.client_ip)):
+            for limit in limits:
+                keys.append(k.rate(limit.name, subject))
+                args += [limit.name, limit.quota, limit.window_ms]
+        for field, value in req.extras.items():
+            args += [field, value]
         reply = [_text(v) for v in await self._award(keys=keys, args=args)]
-        status, action_, awarded, score, rank, event_id, name_ = reply
-        return AwardResult(
-            status, user_id, name_, action_, int(awarded), int(score), int(rank), event_id
-        )
+        return _result(req.user_id, reply)
 
     async def rank(self, user_id: str, around: int) -> tuple[Entry, list[Entry]] | None:
         """The user's entry and the neighbours within ``around`` ranks, or None if unranked."""
@@ -113,6 +135,29 @@ class ScoreStore:
             for script in (_AWARD, _RANK, self.reader.lua_text):
                 await self.redis.script_load(script)
         return True
+
+
+def _result(user_id: str, reply: list[str]) -> AwardResult:
+    status = reply[0]
+    if status in ("new", "duplicate", "conflict"):
+        action, awarded, score, rank, event_id, name = reply[1:7]
+        limit, remaining, reset = ([*reply[7:10], "", "0", "0"])[:3]
+        return AwardResult(
+            status,
+            user_id,
+            name,
+            action,
+            int(awarded),
+            int(score),
+            int(rank),
+            event_id,
+            limit,
+            int(remaining),
+            int(reset),
+        )
+    if status in ("limited", "cooldown"):
+        return AwardResult(status, user_id, limit=reply[1], wait_ms=int(reply[2]))
+    return AwardResult(status, user_id)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,18 +1,57 @@
--- Award points for one action, atomically: idempotency, score, tie-break, name, stream event.
--- KEYS: board, members, names, seq, stream, idempotency
--- ARGV: user_id, name, action, points, event_id, idempotency_key, ts_ms, client_ip,
---       idempotency_ttl_s, then optional extra event field/value pairs.
--- Returns {status, action, awarded, score, rank, event_id, name}; status is one of
--- 'new', 'duplicate' (same key, same action: the stored result), 'conflict' (same key,
--- other action: the stored result), 'overflow' (the score would leave the exact range).
-local board, members, names, seqkey, stream, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+-- Award points for one action, atomically: idempotency, ban, rate limits, cooldown, score,
+-- tie-break, name and stream event. Nothing is written unless the award is accepted.
+-- KEYS: board, members, names, seq, stream, idempotency, banned, cooldown, limit1..limitN
+-- ARGV: 1 user_id, 2 name, 3 action, 4 points, 5 event_id, 6 idempotency_key, 7 now_ms,
+--       8 client_ip, 9 idempotency_ttl_s, 10 cooldown_ms, 11 N, then N x (name, quota,
+--       window_ms), then optional extra event field/value pairs.
+-- Returns one of
+--   {'new'|'duplicate'|'conflict', action, awarded, score, rank, event_id, name,
+--    tightest_limit, remaining, reset_ms}  (limit fields only for 'new')
+--   {'limited', limit_name, wait_ms} | {'cooldown', action, wait_ms} | {'banned'}
+--   {'overflow'}
+-- GCRA arithmetic mirrors services/score_api/ratelimit.py.
+local board, members, names, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, idem, banned, cooldown = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local user, name, action = ARGV[1], ARGV[2], ARGV[3]
+local now_ms = tonumber(ARGV[7])
+local now = now_ms * 1000  -- limits work in integer microseconds, like ratelimit.py
 
 local prior = redis.call('HMGET', idem, 'action', 'awarded', 'score', 'rank', 'event_id', 'name')
 if prior[1] then
   local status = 'duplicate'
   if prior[1] ~= action then status = 'conflict' end
   return {status, prior[1], prior[2], prior[3], prior[4], prior[5], prior[6]}
+end
+
+if redis.call('HEXISTS', banned, user) == 1 then return {'banned'} end
+
+-- Check every limit before writing any, so a refusal consumes nothing.
+local n = tonumber(ARGV[11])
+local new_tats = {}
+local tight_name, tight_remaining, tight_reset = '', -1, 0
+for i = 1, n do
+  local lname = ARGV[9 + 3 * i]
+  local quota = tonumber(ARGV[10 + 3 * i])
+  local window = tonumber(ARGV[11 + 3 * i]) * 1000
+  local interval = math.floor(window / quota)
+  local tat = tonumber(redis.call('GET', KEYS[8 + i]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - window
+  if now < allow_at then
+    return {'limited', lname, string.format('%d', math.ceil((allow_at - now) / 1000))}
+  end
+  new_tats[i] = new_tat
+  local remaining = math.floor((window - (new_tat - now)) / interval)
+  if tight_remaining < 0 or remaining < tight_remaining then
+    tight_name, tight_remaining, tight_reset = lname, remaining, new_tat - now
+  end
+end
+
+local cooldown_ms = tonumber(ARGV[10])
+if cooldown_ms > 0 then
+  local left = redis.call('PTTL', cooldown)
+  if left > 0 then return {'cooldown', action, string.format('%d', left)} end
 end
 
 local points = tonumber(ARGV[4])
@@ -23,9 +62,13 @@ if old then
   if stored then score = -tonumber(stored) end
 end
 score = score + points
-if score > 9007199254740991 then
-  return {'overflow', action, '0', '0', '0', '', name}
+if score > 9007199254740991 then return {'overflow'} end
+
+for i = 1, n do
+  local ttl = math.ceil((new_tats[i] - now) / 1000)
+  redis.call('SET', KEYS[8 + i], string.format('%d', new_tats[i]), 'PX', ttl)
 end
+if cooldown_ms > 0 then redis.call('SET', cooldown, '1', 'PX', cooldown_ms) end
 if old then redis.call('ZREM', board, old) end
 
 local seq = redis.call('INCR', seqkey)
@@ -35,19 +78,20 @@ local score_s = string.format('%d', score)
 redis.call('ZADD', board, '-' .. score_s, member)
 redis.call('HSET', members, user, member)
 redis.call('HSET', names, user, name)
-local rank = redis.call('ZRANK', board, member) + 1
+local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
 
 local fields = {'v', '1', 'type', 'score', 'event_id', ARGV[5], 'user_id', user, 'name', name,
   'action', action, 'points', ARGV[4], 'score', score_s, 'seq', string.format('%d', seq),
   'idempotency_key', ARGV[6], 'ts', ARGV[7], 'client_ip', ARGV[8]}
-for i = 10, #ARGV, 2 do
+for i = 12 + 3 * n, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('XADD', stream, '*', unpack(fields))
 
-local rank_s = string.format('%d', rank)
 redis.call('HSET', idem, 'action', action, 'awarded', ARGV[4], 'score', score_s, 'rank', rank_s,
   'event_id', ARGV[5], 'name', name)
 redis.call('EXPIRE', idem, ARGV[9])
-return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name}
+return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name, tight_name,
+  string.format('%d', math.max(tight_remaining, 0)),
+  string.format('%d', math.ceil(tight_reset / 1000))}
