@@ -1,0 +1,1 @@
+"""Broadcast gateway: follows the score stream and pushes the live top N to WebSocket clients."""
