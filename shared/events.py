@@ -3,10 +3,12 @@
 Every accepted update appends one entry whose fields are all strings:
 
     v, type, event_id, user_id, name, action, points, score, seq, idempotency_key, ts,
-    client_ip, and optional extras (request_id, user_agent, jti, iss)
+    client_ip, and optional extras (request_id, user_agent, jti, iss, by)
 
-``type`` is ``score`` for an award. Readers refuse an entry they cannot parse with
-``EventError`` rather than guess; the persister dead-letters such entries.
+``type`` is ``score`` for an award, ``ban`` / ``unban`` for moderation (``points`` 0,
+``score`` the total at the ban, ``seq`` 0, ``by`` the administrator's subject). Readers
+refuse an entry they cannot parse with ``EventError`` rather than guess; the persister
+dead-letters such entries.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 EVENT_VERSION = "1"
-OPTIONAL_FIELDS = ("request_id", "user_agent", "jti", "iss")
+OPTIONAL_FIELDS = ("request_id", "user_agent", "jti", "iss", "by")
 
 
 class EventError(ValueError):

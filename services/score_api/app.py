@@ -29,6 +29,7 @@ from services.score_api.store import AwardRequest, AwardResult, ScoreStore
 from shared.keys import BoardKeys
 from shared.redisconn import connect
 from shared.tokens import (
+    SCOPE_ADMIN,
     SCOPE_WRITE,
     Claims,
     ScopeError,
@@ -129,6 +130,28 @@ class ScoreApi:
                 )
             return response
         raise refusal(result, self.policy)
+
+    async def ban(self, request: Request) -> Response:
+        return await self._moderate(request, "ban")
+
+    async def unban(self, request: Request) -> Response:
+        return await self._moderate(request, "unban")
+
+    async def _moderate(self, request: Request, op: str) -> Response:
+        """Ban or unban a user (scope score:admin); recorded as a stream event with its author."""
+        claims = await self.authenticate(request, SCOPE_ADMIN)
+        user_id = validation.user_id(request.path_params["user_id"])
+        client = request.client.host if request.client else None
+        ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+        extras = audit_fields(request, claims) | {"by": claims.sub}
+        try:
+            changed, score = await self.store.moderate(op, user_id, ip, extras)
+        except RedisError:
+            raise redis_unavailable() from None
+        state = "banned" if op == "ban" else "active"
+        return json_response(
+            {"user_id": user_id, "status": state, "changed": changed, "score": score}
+        )
 
     async def score_board(self, request: Request) -> Response:
         limit, offset = validation.paging(request.query_params)
@@ -256,6 +279,8 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     routes = [
         Route("/api/score", api.post_score, methods=["POST"]),
         Route("/api/score-board", api.score_board, methods=["GET"]),
+        Route("/api/admin/users/{user_id}", api.ban, methods=["DELETE"]),
+        Route("/api/admin/users/{user_id}/unban", api.unban, methods=["POST"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),

@@ -16,6 +16,7 @@ from shared.redisconn import lua
 
 _AWARD = lua("services.score_api", "award")
 _RANK = lua("services.score_api", "rank")
+_BAN = lua("services.score_api", "ban")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class ScoreStore:
         self._ttl = idempotency_ttl
         self._award = redis.register_script(_AWARD)
         self._rank = redis.register_script(_RANK)
+        self._ban = redis.register_script(_BAN)
 
     async def award(self, req: AwardRequest, now_ms: int | None = None) -> AwardResult:
         """Run the award script; ``now_ms`` is for tests that replay a timeline."""
@@ -117,6 +119,23 @@ class ScoreStore:
         reply = [_text(v) for v in await self._award(keys=keys, args=args)]
         return _result(req.user_id, reply)
 
+    async def moderate(
+        self, op: str, user_id: str, client_ip: str, extras: dict[str, str]
+    ) -> tuple[bool, int | None]:
+        """Ban or unban; (changed, score at the ban or None if the user never scored)."""
+        now_ms = time.time_ns() // 1_000_000
+        k = self.keys
+        args: list[str | int] = [op, user_id, new_event_id(now_ms), now_ms, client_ip]
+        for field, value in extras.items():
+            args += [field, value]
+        status, score = (
+            _text(v)
+            for v in await self._ban(
+                keys=[k.board, k.members, k.names, k.banned, k.stream], args=args
+            )
+        )
+        return status == "done", int(score) if score else None
+
     async def rank(self, user_id: str, around: int) -> tuple[Entry, list[Entry]] | None:
         """The user's entry and the neighbours within ``around`` ranks, or None if unranked."""
         k = self.keys
@@ -129,10 +148,10 @@ class ScoreStore:
 
     async def ready(self) -> bool:
         """Redis answers and the scripts are cached there (loading them if it restarted)."""
-        shas = [str(self._award.sha), str(self._rank.sha), self.reader.sha]
+        shas = [str(self._award.sha), str(self._rank.sha), str(self._ban.sha), self.reader.sha]
         present = await self.redis.script_exists(*shas)
         if not all(present):
-            for script in (_AWARD, _RANK, self.reader.lua_text):
+            for script in (_AWARD, _RANK, _BAN, self.reader.lua_text):
                 await self.redis.script_load(script)
         return True
 
