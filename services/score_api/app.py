@@ -21,6 +21,7 @@ from services.score_api import validation
 from services.score_api.actions import UnknownAction
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import ACCEPTED, DUPLICATES, REJECTIONS, MetricsMiddleware
+from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
 from services.score_api.ratelimit import policy_header, ratelimit_header, retry_after_seconds
 from services.score_api.requestid import MAX_USER_AGENT, RequestIdMiddleware
@@ -60,6 +61,8 @@ class ScoreApi:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self.catalogue = settings.catalogue()
+        self.openapi_document = openapi_document(settings)
+        self.openapi_body = orjson.dumps(self.openapi_document)
         self.key_source = KeySource(settings)
         self.verifier = TokenVerifier.from_settings(settings, self.key_source.keys)
         self.trusted = validation.parse_networks(settings.trusted_proxies)
@@ -183,6 +186,9 @@ class ScoreApi:
             return json_response({"status": "unavailable", "redis": type(exc).__name__}, 503)
         return json_response({"status": "ready"})
 
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_body, media_type="application/json")
+
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -285,6 +291,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/", api.live_page, methods=["GET"]),
         Route("/config.json", api.page_config, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -1,0 +1,296 @@
+"""The API's OpenAPI 3.1 document, built from the settings (the action catalogue is its enum).
+
+Served at ``/openapi.json``; schemathesis fuzzes the API against it in CI, and a test checks
+that every route of the app is described here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.score_api.settings import ApiSettings
+from services.score_api.validation import MAX_AROUND, MAX_LIMIT, MAX_OFFSET
+
+PROBLEM = {"$ref": "#/components/responses/Problem"}
+USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$"}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {str(status): PROBLEM for status in statuses}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _int_query(name: str, low: int, high: int, default: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": low, "maximum": high, "default": default}
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def openapi_document(settings: ApiSettings) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": "object",
+        "required": ["rank", "user_id", "name", "score"],
+        "additionalProperties": False,
+        "properties": {
+            "rank": {"type": "integer", "minimum": 1},
+            "user_id": USER_ID,
+            "name": {"type": "string"},
+            "score": {"type": "integer", "minimum": 0},
+        },
+    }
+    user_path = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID}
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Live leaderboard score API", "version": "1"},
+        "paths": {
+            "/api/score": {
+                "post": {
+                    "operationId": "postScore",
+                    "summary": "Award the points of one completed action to the token's user",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ScoreRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Accepted, or a replay",
+                            "content": _json("AwardResult"),
+                        },
+                        **_problems(400, 401, 403, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
+            "/api/score-board": {
+                "get": {
+                    "operationId": "getScoreBoard",
+                    "summary": "A page of the ranking",
+                    "parameters": [
+                        _int_query("limit", 1, MAX_LIMIT, 10),
+                        _int_query("offset", 0, MAX_OFFSET, 0),
+                    ],
+                    "responses": {
+                        "200": {"description": "The page", "content": _json("Board")},
+                        **_problems(422, 503),
+                    },
+                }
+            },
+            "/api/users/{user_id}/rank": {
+                "get": {
+                    "operationId": "getUserRank",
+                    "summary": "A user's rank and neighbours",
+                    "parameters": [user_path, _int_query("around", 0, MAX_AROUND, 0)],
+                    "responses": {
+                        "200": {"description": "Ranked", "content": _json("Rank")},
+                        **_problems(404, 422, 503),
+                    },
+                }
+            },
+            "/api/admin/users/{user_id}": {
+                "delete": {
+                    "operationId": "banUser",
+                    "summary": "Ban a user: remove from the board, refuse further updates",
+                    "security": bearer,
+                    "parameters": [user_path],
+                    "responses": {
+                        "200": {"description": "Banned", "content": _json("Moderation")},
+                        **_problems(401, 403, 422, 503),
+                    },
+                }
+            },
+            "/api/admin/users/{user_id}/unban": {
+                "post": {
+                    "operationId": "unbanUser",
+                    "summary": "Lift a ban; the user returns with the score they had",
+                    "security": bearer,
+                    "parameters": [user_path],
+                    "responses": {
+                        "200": {"description": "Active again", "content": _json("Moderation")},
+                        **_problems(401, 403, 422, 503),
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "operationId": "livePage",
+                    "summary": "The live scoreboard page",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/config.json": {
+                "get": {
+                    "operationId": "pageConfig",
+                    "summary": "Where the live page finds the gateway",
+                    "responses": {
+                        "200": {"description": "Page settings", "content": _json("PageConfig")}
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Alive",
+                    "responses": {"200": {"description": "Alive", "content": _json("Status")}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Ready to serve",
+                    "responses": {
+                        "200": {"description": "Ready", "content": _json("Status")},
+                        "503": {"description": "Not ready", "content": _json("Status")},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+            },
+            "schemas": {
+                "ScoreRequest": {
+                    "type": "object",
+                    "required": ["action"],
+                    "additionalProperties": False,
+                    "properties": {"action": {"type": "string", "enum": sorted(settings.actions)}},
+                },
+                "AwardResult": {
+                    "type": "object",
+                    "required": [
+                        "user_id",
+                        "name",
+                        "action",
+                        "awarded",
+                        "score",
+                        "rank",
+                        "event_id",
+                        "duplicate",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "user_id": USER_ID,
+                        "name": {"type": "string"},
+                        "action": {"type": "string"},
+                        "awarded": {"type": "integer", "minimum": 1},
+                        "score": {"type": "integer", "minimum": 1},
+                        "rank": {"type": "integer", "minimum": 1},
+                        "event_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                        "duplicate": {"type": "boolean"},
+                    },
+                },
+                "Entry": entry,
+                "Board": {
+                    "type": "object",
+                    "required": ["board", "total"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "board": {
+                            "type": "array",
+                            "maxItems": MAX_LIMIT,
+                            "items": {"$ref": "#/components/schemas/Entry"},
+                        },
+                        "total": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "Rank": {
+                    "type": "object",
+                    "required": [*entry["required"], "around"],
+                    "additionalProperties": False,
+                    "properties": {
+                        **entry["properties"],
+                        "around": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Entry"},
+                        },
+                    },
+                },
+                "Moderation": {
+                    "type": "object",
+                    "required": ["user_id", "status", "changed", "score"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "user_id": USER_ID,
+                        "status": {"enum": ["banned", "active"]},
+                        "changed": {"type": "boolean"},
+                        "score": {"type": ["integer", "null"]},
+                    },
+                },
+                "PageConfig": {
+                    "type": "object",
+                    "required": ["gateway_url"],
+                    "properties": {"gateway_url": {"type": "string"}},
+                },
+                "Status": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string"}},
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "instance": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
