@@ -1,0 +1,1 @@
+"""Persister: copies every accepted score event from the Redis stream into PostgreSQL, once."""

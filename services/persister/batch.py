@@ -1,0 +1,228 @@
+"""What a batch of stream entries means for PostgreSQL, decided without any I/O.
+
+``parse`` turns raw entries into rows to insert, entries to acknowledge as duplicates within
+the batch, and entries that are refused (dead-letter candidates). ``user_deltas`` folds the rows
+that PostgreSQL reports as newly inserted into one change per user: only those points count, so
+a redelivered event never adds twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.events import EventError, ScoreEvent
+
+BIGINT_MAX = 2**63 - 1
+MAX_TEXT = 1024
+_EVENT_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry as Redis returned it; ``fields`` is None when it was deleted from the stream."""
+
+    stream_id: str
+    fields: Mapping[bytes, bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One ``score_events`` row."""
+
+    event_id: str
+    stream_id: str
+    seq: int
+    type: str
+    user_id: str
+    name: str
+    action: str
+    points: int
+    score_after: int
+    idempotency_key: str
+    client_ip: str
+    created_at: datetime
+    request_id: str | None = None
+    user_agent: str | None = None
+    jti: str | None = None
+    iss: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An entry that cannot be stored as it is, and why."""
+
+    stream_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserDelta:
+    """What one batch adds to a ``users`` row."""
+
+    user_id: str
+    points: int
+    name: str
+    last_seq: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: list[EventRow] = field(default_factory=list)  # unique event ids, in stream order
+    repeats: list[str] = field(default_factory=list)  # stream ids repeating an earlier event id
+    refused: list[Refused] = field(default_factory=list)
+
+    @property
+    def stored_ids(self) -> list[str]:
+        """Stream ids to acknowledge once ``rows`` are committed."""
+        return [r.stream_id for r in self.rows] + self.repeats
+
+
+def parse(entries: Iterable[StreamEntry]) -> Batch:
+    batch = Batch()
+    seen: set[str] = set()
+    for entry in entries:
+        try:
+            row = parse_entry(entry)
+        except EventError as exc:
+            batch.refused.append(Refused(entry.stream_id, str(exc)))
+            continue
+        if row.event_id in seen:
+            batch.repeats.append(entry.stream_id)
+            continue
+        seen.add(row.event_id)
+        batch.rows.append(row)
+    return batch
+
+
+def parse_entry(entry: StreamEntry) -> EventRow:
+    """The row for one entry, dispatching on its ``type``; ``EventError`` if it has none."""
+    if entry.fields is None:
+        raise EventError("the entry was deleted from the stream before it was persisted")
+    event = ScoreEvent.from_fields(dict(entry.fields))
+    build = ROW_BUILDERS.get(event.type)
+    if build is None:
+        raise EventError(f"unknown event type {event.type!r}")
+    return build(event, entry.stream_id)
+
+
+def _score_row(event: ScoreEvent, stream_id: str) -> EventRow:
+    if not _EVENT_ID.match(event.event_id):
+        raise EventError("event_id must be 1..64 characters of [0-9A-Za-z_-]")
+    for name, number in (("points", event.points), ("score", event.score), ("seq", event.seq)):
+        if not -BIGINT_MAX <= number <= BIGINT_MAX:
+            raise EventError(f"{name} is out of range")
+    texts = [event.user_id, event.name, event.action, event.idempotency_key, event.client_ip]
+    for text in [*texts, *event.extras.values()]:
+        # PostgreSQL text cannot hold NUL; a huge field is a bug or an attack, not a score.
+        if "\x00" in text or len(text) > MAX_TEXT:
+            raise EventError("a text field contains NUL or is too long")
+    try:
+        created = datetime.fromtimestamp(event.ts / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise EventError("ts is out of range") from None
+    return EventRow(
+        event_id=event.event_id,
+        stream_id=stream_id,
+        seq=event.seq,
+        type=event.type,
+        user_id=event.user_id,
+        name=event.name or event.user_id,
+        action=event.action,
+        points=event.points,
+        score_after=event.score,
+        idempotency_key=event.idempotency_key,
+        client_ip=event.client_ip,
+        created_at=created,
+        request_id=event.extras.get("request_id"),
+        user_agent=event.extras.get("user_agent"),
+        jti=event.extras.get("jti"),
+        iss=event.extras.get("iss"),
+    )
+
+
+# The one place that knows event types: a type missing here is refused (and dead-lettered).
+ROW_BUILDERS: dict[str, Callable[[ScoreEvent, str], EventRow]] = {"score": _score_row}
+# Types whose points count towards ``users.score``.
+SCORING_TYPES = frozenset({"score"})
+
+
+def user_deltas(rows: Sequence[EventRow], inserted: set[str]) -> list[UserDelta]:
+    """Per-user totals of the newly inserted rows, sorted by user id (a fixed lock order).
+
+    The name is the one carried by the user's latest event (highest ``seq``) in the batch.
+    """
+    latest: dict[str, EventRow] = {}
+    points: dict[str, int] = {}
+    newest: dict[str, datetime] = {}
+    for row in rows:
+        if row.event_id not in inserted or row.type not in SCORING_TYPES:
+            continue
+        points[row.user_id] = points.get(row.user_id, 0) + row.points
+        if row.user_id not in latest or row.seq > latest[row.user_id].seq:
+            latest[row.user_id] = row
+        newest[row.user_id] = max(newest.get(row.user_id, row.created_at), row.created_at)
+    return [
+        UserDelta(user, points[user], latest[user].name, latest[user].seq, newest[user])
+        for user in sorted(points)
+    ]
+
+
+def claim_reply(reply: Sequence[Any]) -> tuple[str, list[Any], list[str]]:
+    """(next cursor, claimed rows, deleted ids) of an XAUTOCLAIM reply.
+
+    Redis 6.2 replies ``[cursor, entries]`` (a deleted entry shows as a nil row); Redis 7+ and
+    Valkey add a third element, the ids of deleted entries it dropped from the pending list.
+    """
+    if len(reply) not in (2, 3):
+        raise ValueError(f"unexpected XAUTOCLAIM reply of {len(reply)} elements")
+    deleted = [_text(d) for d in reply[2]] if len(reply) == 3 else []
+    return _text(reply[0]), list(reply[1] or []), deleted
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """Numeric order of stream ids (``ms-seq``), which string order gets wrong."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_stream_id(stream_id: str) -> str:
+    """The smallest id greater than ``stream_id``."""
+    ms, seq = stream_id_key(stream_id)
+    if seq == 2**64 - 1:
+        return f"{ms + 1}-0"
+    return f"{ms}-{seq + 1}"
+
+
+def previous_stream_id(stream_id: str) -> str:
+    """The greatest id smaller than ``stream_id`` (``0-0`` for the first)."""
+    ms, seq = stream_id_key(stream_id)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms > 0:
+        return f"{ms - 1}-{2**64 - 1}"
+    return "0-0"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def trim_point(
+    pending_min: str | None, last_delivered: str, tail_start: str | None
+) -> tuple[str, str]:
+    """(first unpersisted id, id below which the stream may be trimmed).
+
+    Every entry below the first unpersisted id has been committed (or dead-lettered) and
+    acknowledged: that id is the oldest pending entry, or else the first one never delivered.
+    ``tail_start`` is the first entry of the tail kept for the gateways (None: keep no tail);
+    the trim point is the lower of the two, so neither unpersisted entries nor the tail go.
+    """
+    safe = pending_min if pending_min is not None else next_stream_id(last_delivered)
+    if tail_start is None:
+        return safe, safe
+    return safe, min(safe, tail_start, key=stream_id_key)

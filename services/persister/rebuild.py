@@ -1,0 +1,85 @@
+"""``persister rebuild``: recreate the Redis board and names from PostgreSQL (Redis was lost).
+
+Users are streamed from PostgreSQL in one read-only snapshot into staging keys, which a script
+then renames over the live ones in one step, so readers never see a half-built board. Members
+are ``encode_member(users.last_seq, user_id)``, the same tie-break the score API wrote, and the
+arrival counter is raised to at least the highest ``last_seq`` so new updates sort after.
+
+It refuses to replace a non-empty board unless forced: a board that has data may be newer than
+PostgreSQL (events still in the stream). Stop writes (or let the API answer 503) while it runs;
+an update accepted during a forced rebuild is in PostgreSQL later but missing from the board.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import asyncpg
+from redis.asyncio import Redis
+
+from shared.board import encode_member
+from shared.keys import BoardKeys
+from shared.redisconn import connect, lua
+from shared.settings import SharedSettings
+
+CHUNK = 5000
+_SWAP = lua("services.persister", "swap")
+
+
+class RebuildRefused(Exception):
+    """The live board is not empty and ``--force`` was not given."""
+
+
+async def rebuild(
+    settings: SharedSettings, *, force: bool = False, out: TextIO = sys.stdout, chunk: int = CHUNK
+) -> int:
+    """Rebuild the board; returns the number of users written."""
+    keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
+    redis = connect(settings.redis_url, timeout=30.0, max_connections=4)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if not force and await redis.zcard(keys.board) > 0:
+            raise RebuildRefused(f"{keys.board} is not empty; use --force to replace it")
+        staged = [keys.rebuild_board, keys.rebuild_members, keys.rebuild_names]
+        await redis.delete(*staged)
+        done = max_seq = 0
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            total = await conn.fetchval("SELECT count(*) FROM users")
+            print(f"rebuilding {total} users into {keys.board}", file=out, flush=True)
+            rows: list[asyncpg.Record] = []
+            query = "SELECT user_id, name, score, last_seq FROM users ORDER BY user_id"
+            async for row in conn.cursor(query, prefetch=chunk):
+                rows.append(row)
+                if len(rows) == chunk:
+                    max_seq = max(max_seq, await _stage(redis, keys, rows))
+                    done += len(rows)
+                    rows = []
+                    print(f"  {done}/{total}", file=out, flush=True)
+            if rows:
+                max_seq = max(max_seq, await _stage(redis, keys, rows))
+                done += len(rows)
+        swap = redis.register_script(_SWAP)
+        keys_ = [*staged, keys.board, keys.members, keys.names, keys.seq]
+        if not await swap(keys=keys_, args=[max_seq, 1 if force else 0]):
+            raise RebuildRefused(f"{keys.board} received updates meanwhile; nothing replaced")
+        print(f"rebuilt {done} users; seq >= {max_seq}", file=out, flush=True)
+        return done
+    finally:
+        await conn.close()
+        await redis.aclose()
+
+
+async def _stage(redis: Redis, keys: BoardKeys, rows: list[asyncpg.Record]) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(
+            keys.rebuild_board,
+            {encode_member(r["last_seq"], r["user_id"]): -r["score"] for r in rows},
+        )
+        pipe.hset(
+            keys.rebuild_members,
+            mapping={r["user_id"]: encode_member(r["last_seq"], r["user_id"]) for r in rows},
+        )
+        pipe.hset(keys.rebuild_names, mapping={r["user_id"]: r["name"] for r in rows})
+        await pipe.execute()
+    return max(int(r["last_seq"]) for r in rows)

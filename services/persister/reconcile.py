@@ -1,0 +1,80 @@
+"""``persister reconcile``: compare each user's total in Redis and in PostgreSQL.
+
+Three numbers per user must agree: the board's score, ``users.score`` and the sum of the
+user's ``score_events.points``. Events still in the stream (persister lag) show up as
+differences, so run it when the lag is zero, or run it twice and look at what persists.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+import asyncpg
+
+from shared.board import decode_member
+from shared.keys import BoardKeys
+from shared.redisconn import connect
+from shared.settings import SharedSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    user_id: str
+    redis: int | None  # None: not on the board / no row / no events
+    postgres: int | None
+    events: int | None
+
+    def __str__(self) -> str:
+        def show(value: int | None) -> str:
+            return "-" if value is None else str(value)
+
+        return (
+            f"{self.user_id}: redis={show(self.redis)} postgres={show(self.postgres)} "
+            f"events={show(self.events)}"
+        )
+
+
+def compare(
+    redis: dict[str, int], postgres: dict[str, int], events: dict[str, int]
+) -> list[Difference]:
+    """Every user whose three totals are not all present and equal, by user id."""
+    out = []
+    for user in sorted(redis.keys() | postgres.keys() | events.keys()):
+        values = (redis.get(user), postgres.get(user), events.get(user))
+        if len(set(values)) != 1:
+            out.append(Difference(user, *values))
+    return out
+
+
+async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[Difference]:
+    keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
+    redis = connect(settings.redis_url, timeout=30.0, max_connections=2)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        board: dict[str, int] = {}
+        async for member, score in redis.zscan_iter(keys.board, count=1000):
+            _, user_id = decode_member(member.decode())
+            board[user_id] = -int(score)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            users = await conn.fetch("SELECT user_id, score FROM users")
+            sums = await conn.fetch(
+                "SELECT user_id, sum(points)::bigint AS total FROM score_events"
+                " WHERE type = 'score' GROUP BY user_id"
+            )
+    finally:
+        await conn.close()
+        await redis.aclose()
+    differences = compare(
+        board,
+        {r["user_id"]: r["score"] for r in users},
+        {r["user_id"]: r["total"] for r in sums},
+    )
+    for difference in differences:
+        print(difference, file=out)
+    print(
+        f"{len(board)} users on the board, {len(users)} in postgres, {len(differences)} differ",
+        file=out,
+    )
+    return differences

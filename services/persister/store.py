@@ -1,0 +1,171 @@
+"""The persister's PostgreSQL side: one transaction per batch, checkpoints, and error sorting.
+
+Errors fall in two kinds. ``is_data_error``: the rows themselves are unacceptable (SQLSTATE
+classes 22 data exception and 23 integrity violation); retrying the same rows cannot help, so
+they become dead-letter candidates. Everything else (connection lost, server shutting down,
+deadlock, a missing table before ``migrate``) is retried with backoff, keeping the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.persister.batch import EventRow, Refused, user_deltas
+
+log = logging.getLogger(__name__)
+
+_INSERT_EVENTS = """
+INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name, action, points,
+    score_after, idempotency_key, client_ip, request_id, user_agent, jti, iss, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
+    $14::text[], $15::text[], $16::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+# A name only replaces the stored one when it comes from a later event than the stored one.
+_UPSERT_USERS = """
+INSERT INTO users AS u (user_id, name, score, last_seq, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+ON CONFLICT (user_id) DO UPDATE SET
+    score = u.score + excluded.score,
+    name = CASE WHEN excluded.last_seq >= u.last_seq THEN excluded.name ELSE u.name END,
+    last_seq = GREATEST(u.last_seq, excluded.last_seq),
+    updated_at = GREATEST(u.updated_at, excluded.updated_at)
+"""
+
+
+def is_data_error(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.PostgresError) and str(exc.sqlstate or "")[:2] in {"22", "23"}
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The outcome of storing a batch's rows."""
+
+    inserted: int  # rows that were new
+    duplicates: int  # rows already in the database (an earlier delivery committed them)
+    refused: list[Refused]  # rows PostgreSQL would not take
+
+
+class EventStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, connect_seconds: float) -> EventStore:
+        # min_size=0: creating the pool needs no server, so the worker starts (and reports
+        # unready) while PostgreSQL is down.
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=0,
+            max_size=3,
+            timeout=connect_seconds,
+            command_timeout=connect_seconds * 6,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def write(self, rows: Sequence[EventRow]) -> Written:
+        """Store the rows in one transaction; on a data error, find the bad rows one by one.
+
+        Raises anything else (connection errors, deadlocks, ...): the caller retries.
+        """
+        if not rows:
+            return Written(0, 0, [])
+        try:
+            inserted = await self._write_transaction(rows)
+        except asyncpg.PostgresError as exc:
+            if not is_data_error(exc):
+                raise
+            log.warning("batch of %d refused (%s); storing its rows one by one", len(rows), exc)
+        else:
+            return Written(len(inserted), len(rows) - len(inserted), [])
+        count, refused = 0, []
+        for row in rows:
+            try:
+                count += len(await self._write_transaction([row]))
+            except asyncpg.PostgresError as exc:
+                if not is_data_error(exc):
+                    raise
+                refused.append(Refused(row.stream_id, f"{type(exc).__name__}: {exc}"))
+        return Written(count, len(rows) - len(refused) - count, refused)
+
+    async def _write_transaction(self, rows: Sequence[EventRow]) -> set[str]:
+        # Rows in event-id order and users in user-id order: concurrent persisters that
+        # overlap (a reclaimed entry) then lock in the same order and cannot deadlock.
+        ordered = sorted(rows, key=lambda r: r.event_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            returned = await conn.fetch(_INSERT_EVENTS, *_event_columns(ordered))
+            inserted = {r["event_id"] for r in returned}
+            deltas = user_deltas(ordered, inserted)
+            if deltas:
+                await conn.execute(
+                    _UPSERT_USERS,
+                    [d.user_id for d in deltas],
+                    [d.name for d in deltas],
+                    [d.points for d in deltas],
+                    [d.last_seq for d in deltas],
+                    [d.updated_at for d in deltas],
+                )
+        return inserted
+
+    async def checkpoint(self, stream: str, group: str) -> str | None:
+        async with self.pool.acquire() as conn:
+            value: str | None = await conn.fetchval(
+                "SELECT persisted_below FROM stream_checkpoints"
+                " WHERE stream = $1 AND consumer_group = $2",
+                stream,
+                group,
+            )
+        return value
+
+    async def save_checkpoint(self, stream: str, group: str, persisted_below: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """INSERT INTO stream_checkpoints (stream, consumer_group, persisted_below)
+                   VALUES ($1, $2, $3)
+                   ON CONFLICT (stream, consumer_group) DO UPDATE
+                   SET persisted_below = excluded.persisted_below, updated_at = now()""",
+                stream,
+                group,
+                persisted_below,
+            )
+
+    async def has_event(self, event_id: str) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(
+                await conn.fetchval("SELECT 1 FROM score_events WHERE event_id = $1", event_id)
+            )
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+
+def _event_columns(rows: Sequence[EventRow]) -> list[list[object]]:
+    return [
+        [r.event_id for r in rows],
+        [r.stream_id for r in rows],
+        [r.seq for r in rows],
+        [r.type for r in rows],
+        [r.user_id for r in rows],
+        [r.name for r in rows],
+        [r.action for r in rows],
+        [r.points for r in rows],
+        [r.score_after for r in rows],
+        [r.idempotency_key for r in rows],
+        [r.client_ip for r in rows],
+        [r.request_id for r in rows],
+        [r.user_agent for r in rows],
+        [r.jti for r in rows],
+        [r.iss for r in rows],
+        [r.created_at for r in rows],
+    ]

@@ -1,0 +1,108 @@
+"""``persister rebuild`` against real servers: the board, names and tie-breaks come back."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from services.persister.migrate import migrate
+from services.persister.rebuild import RebuildRefused, rebuild
+from services.persister.settings import PersisterSettings
+from shared.board import decode_member
+from tests.persister_fixtures import ROOT, Api, drain, open_worker, running_api
+
+
+@pytest.fixture
+async def persisted(
+    redis_url: str, database_url: str, key_prefix: str
+) -> AsyncIterator[tuple[Api, PersisterSettings]]:
+    """A board of 12 users with ties, fully persisted."""
+    await migrate(database_url)
+    async with (
+        running_api(redis_url, key_prefix) as api,
+        open_worker(redis_url, database_url, key_prefix) as worker,
+    ):
+        await api.load(60, users=12)  # users i and i+3k often tie: the tie-break matters
+        await drain(worker)
+        settings = PersisterSettings(
+            redis_url=redis_url, database_url=database_url, redis_key_prefix=key_prefix
+        )
+        yield api, settings
+
+
+async def snapshot(client: redis.asyncio.Redis, api: Api) -> dict[str, Any]:
+    keys = api.keys
+    return {
+        "board": await client.zrange(keys.board, 0, -1, withscores=True),
+        "members": await client.hgetall(keys.members),
+        "names": await client.hgetall(keys.names),
+    }
+
+
+async def test_rebuild_after_wiping_redis_reproduces_the_board(
+    persisted: tuple[Api, PersisterSettings], redis_client: redis.asyncio.Redis
+) -> None:
+    api, settings = persisted
+    keys = api.keys
+    before = await snapshot(redis_client, api)
+    seq = int(await redis_client.get(keys.seq) or 0)
+    await redis_client.delete(keys.board, keys.members, keys.names, keys.seq)
+    out = io.StringIO()
+    assert await rebuild(settings, out=out, chunk=5) == 12
+    assert await snapshot(redis_client, api) == before  # same scores, same order, same names
+    highest = max(decode_member(m.decode())[0] for m, _ in before["board"])
+    assert int(await redis_client.get(keys.seq) or 0) == highest <= seq
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"rebuilding 12 users into {keys.board}"
+    assert lines[1:3] == ["  5/12", "  10/12"]
+    assert lines[-1].startswith("rebuilt 12 users")
+    # New updates sort after every rebuilt one.
+    assert (await api.post("u0")) is not None
+    member: Any = await redis_client.hget(keys.members, "u0")
+    assert decode_member(member.decode())[0] > highest
+    assert await redis_client.exists(keys.rebuild_board, keys.rebuild_members) == 0
+
+
+async def test_rebuild_refuses_a_non_empty_board_unless_forced(
+    persisted: tuple[Api, PersisterSettings], redis_client: redis.asyncio.Redis
+) -> None:
+    api, settings = persisted
+    before = await snapshot(redis_client, api)
+    await redis_client.zadd(api.keys.board, {"0000000000000999:stray": -5})
+    with pytest.raises(RebuildRefused, match="not empty"):
+        await rebuild(settings, out=io.StringIO())
+    await rebuild(settings, force=True, out=io.StringIO())
+    assert await snapshot(redis_client, api) == before  # the stray entry is gone
+
+
+async def test_rebuild_command_refuses_with_exit_2_then_forces(
+    persisted: tuple[Api, PersisterSettings],
+) -> None:
+    _, settings = persisted
+    env = dict(
+        os.environ,
+        REDIS_URL=settings.redis_url,
+        DATABASE_URL=settings.database_url,
+        REDIS_KEY_PREFIX=settings.redis_key_prefix,
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "services.persister", "rebuild", *args]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+
+    refused = await asyncio.to_thread(run)
+    assert refused.returncode == 2
+    assert "refused" in refused.stderr
+    forced = await asyncio.to_thread(run, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "rebuilt 12 users" in forced.stdout
