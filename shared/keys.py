@@ -61,6 +61,11 @@ class BoardKeys:
         """Staging copy of ``names`` (see ``rebuild_board``)."""
         return f"{self.tag}:rebuild:names"
 
+    @property
+    def rebuild_banned(self) -> str:
+        """Staging copy of ``banned`` (see ``rebuild_board``)."""
+        return f"{self.tag}:rebuild:banned"
+
     def idempotency(self, user_id: str, key: str) -> str:
         """Hash remembering the result of one (user, Idempotency-Key) pair."""
         # '|' cannot occur in a user id or an idempotency key, so the pair is unambiguous.

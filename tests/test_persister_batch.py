@@ -64,7 +64,8 @@ def test_missing_extras_are_null_and_a_missing_name_is_the_user_id() -> None:
     ("overrides", "error"),
     [
         ({"v": "2"}, "unsupported event version"),
-        ({"type": "ban"}, "unknown event type 'ban'"),
+        ({"type": "promote"}, "unknown event type 'promote'"),
+        ({"type": "ban"}, "a ban event carries no points"),
         ({"points": "ten"}, "invalid literal"),
         ({"points": str(2**63)}, "points is out of range"),
         ({"ts": "99999999999999999"}, "ts is out of range"),

@@ -110,7 +110,7 @@ async def test_migrate_command_is_idempotent(database_url: str) -> None:
         subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
     assert first.returncode == 0, first.stderr
-    assert "applied [1]" in first.stdout
+    assert "applied [1, 2]" in first.stdout
     second = await asyncio.to_thread(
         subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )

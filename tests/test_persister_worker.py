@@ -129,7 +129,7 @@ async def test_poison_entries_are_dead_lettered_after_max_attempts_without_block
     keys = api.keys
     await api.load(5)
     await redis_client.xadd(keys.stream, {"garbage": "yes"})
-    await redis_client.xadd(keys.stream, event_fields("ban0001", type="ban"))
+    await redis_client.xadd(keys.stream, event_fields("odd0001", type="promote"))
     await api.load(5)
     before = sample("persister_dead_letters_total", reason="refused")
 
@@ -140,10 +140,10 @@ async def test_poison_entries_are_dead_lettered_after_max_attempts_without_block
     await wait_until(dead_lettered, "two dead letters")
     dead: Any = await redis_client.xrange(keys.dead_letters)
     errors = sorted(fields[b"dead_error"].decode() for _, fields in dead)
-    assert "unknown event type 'ban'" in errors[0]
+    assert "unknown event type 'promote'" in errors[0]
     assert "unsupported event version" in errors[1]
     assert all(b"(after 3 deliveries)" in fields[b"dead_error"] for _, fields in dead)
-    assert dead[1][1][b"event_id"] == b"ban0001"  # the original fields are kept
+    assert dead[1][1][b"event_id"] == b"odd0001"  # the original fields are kept
     assert sample("persister_dead_letters_total", reason="refused") - before == 2
     assert (await redis_client.xpending(keys.stream, "persister"))["pending"] == 0
     await assert_consistent(redis_client, keys, database_url, api.accepted)

@@ -49,6 +49,7 @@ class EventRow:
     user_agent: str | None = None
     jti: str | None = None
     iss: str | None = None
+    moderator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +143,50 @@ def _score_row(event: ScoreEvent, stream_id: str) -> EventRow:
         user_agent=event.extras.get("user_agent"),
         jti=event.extras.get("jti"),
         iss=event.extras.get("iss"),
+        moderator=event.extras.get("by"),
     )
 
 
+def _moderation_row(event: ScoreEvent, stream_id: str) -> EventRow:
+    if event.points != 0:
+        raise EventError(f"a {event.type} event carries no points")
+    return _score_row(event, stream_id)
+
+
 # The one place that knows event types: a type missing here is refused (and dead-lettered).
-ROW_BUILDERS: dict[str, Callable[[ScoreEvent, str], EventRow]] = {"score": _score_row}
+ROW_BUILDERS: dict[str, Callable[[ScoreEvent, str], EventRow]] = {
+    "score": _score_row,
+    "ban": _moderation_row,
+    "unban": _moderation_row,
+}
 # Types whose points count towards ``users.score``.
 SCORING_TYPES = frozenset({"score"})
+MODERATION_TYPES = frozenset({"ban", "unban"})
+
+
+@dataclass(frozen=True, slots=True)
+class BanState:
+    """What a batch's newest inserted moderation event says about one user."""
+
+    user_id: str
+    name: str
+    banned: bool
+    at: datetime
+
+
+def ban_states(rows: Sequence[EventRow], inserted: set[str]) -> list[BanState]:
+    """Per user, the newest newly inserted ban/unban of the batch, sorted by user id."""
+    newest: dict[str, EventRow] = {}
+    for row in rows:
+        if row.event_id not in inserted or row.type not in MODERATION_TYPES:
+            continue
+        seen = newest.get(row.user_id)
+        if seen is None or stream_id_key(row.stream_id) > stream_id_key(seen.stream_id):
+            newest[row.user_id] = row
+    return [
+        BanState(user, row.name, row.type == "ban", row.created_at)
+        for user, row in sorted(newest.items())
+    ]
 
 
 def user_deltas(rows: Sequence[EventRow], inserted: set[str]) -> list[UserDelta]:

@@ -1,6 +1,7 @@
 """``persister rebuild``: recreate the Redis board and names from PostgreSQL (Redis was lost).
 
-Users are streamed from PostgreSQL in one read-only snapshot into staging keys, which a script
+Users are streamed from PostgreSQL in one read-only snapshot into staging keys (banned users
+into the ``banned`` hash, exactly as a ban leaves them, not onto the board), which a script
 then renames over the live ones in one step, so readers never see a half-built board. Members
 are ``encode_member(users.last_seq, user_id)``, the same tie-break the score API wrote, and the
 arrival counter is raised to at least the highest ``last_seq`` so new updates sort after.
@@ -41,14 +42,14 @@ async def rebuild(
     try:
         if not force and await redis.zcard(keys.board) > 0:
             raise RebuildRefused(f"{keys.board} is not empty; use --force to replace it")
-        staged = [keys.rebuild_board, keys.rebuild_members, keys.rebuild_names]
+        staged = [keys.rebuild_board, keys.rebuild_members, keys.rebuild_names, keys.rebuild_banned]
         await redis.delete(*staged)
         done = max_seq = 0
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             total = await conn.fetchval("SELECT count(*) FROM users")
             print(f"rebuilding {total} users into {keys.board}", file=out, flush=True)
             rows: list[asyncpg.Record] = []
-            query = "SELECT user_id, name, score, last_seq FROM users ORDER BY user_id"
+            query = "SELECT user_id, name, score, last_seq, banned FROM users ORDER BY user_id"
             async for row in conn.cursor(query, prefetch=chunk):
                 rows.append(row)
                 if len(rows) == chunk:
@@ -60,7 +61,7 @@ async def rebuild(
                 max_seq = max(max_seq, await _stage(redis, keys, rows))
                 done += len(rows)
         swap = redis.register_script(_SWAP)
-        keys_ = [*staged, keys.board, keys.members, keys.names, keys.seq]
+        keys_ = [*staged, keys.board, keys.members, keys.names, keys.banned, keys.seq]
         if not await swap(keys=keys_, args=[max_seq, 1 if force else 0]):
             raise RebuildRefused(f"{keys.board} received updates meanwhile; nothing replaced")
         print(f"rebuilt {done} users; seq >= {max_seq}", file=out, flush=True)
@@ -71,15 +72,27 @@ async def rebuild(
 
 
 async def _stage(redis: Redis, keys: BoardKeys, rows: list[asyncpg.Record]) -> int:
+    ranked = [r for r in rows if not r["banned"]]
+    banned = [r for r in rows if r["banned"]]
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(
-            keys.rebuild_board,
-            {encode_member(r["last_seq"], r["user_id"]): -r["score"] for r in rows},
-        )
-        pipe.hset(
-            keys.rebuild_members,
-            mapping={r["user_id"]: encode_member(r["last_seq"], r["user_id"]) for r in rows},
-        )
+        if ranked:
+            pipe.zadd(
+                keys.rebuild_board,
+                {encode_member(r["last_seq"], r["user_id"]): -r["score"] for r in ranked},
+            )
+            pipe.hset(
+                keys.rebuild_members,
+                mapping={r["user_id"]: encode_member(r["last_seq"], r["user_id"]) for r in ranked},
+            )
+        if banned:
+            pipe.hset(keys.rebuild_banned, mapping={r["user_id"]: banned_entry(r) for r in banned})
         pipe.hset(keys.rebuild_names, mapping={r["user_id"]: r["name"] for r in rows})
         await pipe.execute()
     return max(int(r["last_seq"]) for r in rows)
+
+
+def banned_entry(row: asyncpg.Record) -> str:
+    """The score API's ``banned`` value: ``<score>|<member>``, empty parts if never scored."""
+    if row["last_seq"] == 0:
+        return "|"
+    return f"{row['score']}|{encode_member(row['last_seq'], row['user_id'])}"

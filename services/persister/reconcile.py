@@ -1,8 +1,9 @@
 """``persister reconcile``: compare each user's total in Redis and in PostgreSQL.
 
-Three numbers per user must agree: the board's score, ``users.score`` and the sum of the
-user's ``score_events.points``. Events still in the stream (persister lag) show up as
-differences, so run it when the lag is zero, or run it twice and look at what persists.
+Three numbers per user must agree: the board's score (for a banned user, the score kept
+aside by the ban), ``users.score`` and the sum of the user's ``score_events.points``. Events
+still in the stream (persister lag) show up as differences, so run it when the lag is zero,
+or run it twice and look at what persists.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ class Difference:
 def compare(
     redis: dict[str, int], postgres: dict[str, int], events: dict[str, int]
 ) -> list[Difference]:
-    """Every user whose three totals are not all present and equal, by user id."""
+    """Every user whose three totals are not all equal, by user id (absent counts as 0: a user
+    banned before scoring has a row with 0 and no entry or events)."""
     out = []
     for user in sorted(redis.keys() | postgres.keys() | events.keys()):
         values = (redis.get(user), postgres.get(user), events.get(user))
-        if len(set(values)) != 1:
+        if len({value or 0 for value in values}) != 1:
             out.append(Difference(user, *values))
     return out
 
@@ -57,6 +59,10 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
         async for member, score in redis.zscan_iter(keys.board, count=1000):
             _, user_id = decode_member(member.decode())
             board[user_id] = -int(score)
+        # A banned user's total is kept aside by the ban: '<score>|<member>'.
+        async for user, saved in redis.hscan_iter(keys.banned, count=1000):
+            score = saved.decode().partition("|")[0]
+            board[user.decode()] = int(score) if score else 0
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             users = await conn.fetch("SELECT user_id, score FROM users")
             sums = await conn.fetch(

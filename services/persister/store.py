@@ -14,16 +14,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.persister.batch import EventRow, Refused, user_deltas
+from services.persister.batch import EventRow, Refused, ban_states, user_deltas
 
 log = logging.getLogger(__name__)
 
 _INSERT_EVENTS = """
 INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name, action, points,
-    score_after, idempotency_key, client_ip, request_id, user_agent, jti, iss, created_at)
+    score_after, idempotency_key, client_ip, request_id, user_agent, jti, iss, created_at,
+    moderator)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::text[], $15::text[], $16::timestamptz[])
+    $14::text[], $15::text[], $16::timestamptz[], $17::text[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
@@ -37,6 +38,17 @@ ON CONFLICT (user_id) DO UPDATE SET
     name = CASE WHEN excluded.last_seq >= u.last_seq THEN excluded.name ELSE u.name END,
     last_seq = GREATEST(u.last_seq, excluded.last_seq),
     updated_at = GREATEST(u.updated_at, excluded.updated_at)
+"""
+
+# A ban or unban sets the state unless a newer moderation event already did; a user banned
+# before ever scoring gets a row with score 0.
+_UPSERT_BANS = """
+INSERT INTO users AS u (user_id, name, score, last_seq, updated_at, banned, moderated_at)
+SELECT user_id, name, 0, 0, at, banned, at
+FROM unnest($1::text[], $2::text[], $3::boolean[], $4::timestamptz[])
+    AS t(user_id, name, banned, at)
+ON CONFLICT (user_id) DO UPDATE SET banned = excluded.banned, moderated_at = excluded.moderated_at
+WHERE u.moderated_at IS NULL OR excluded.moderated_at >= u.moderated_at
 """
 
 
@@ -115,6 +127,15 @@ class EventStore:
                     [d.last_seq for d in deltas],
                     [d.updated_at for d in deltas],
                 )
+            bans = ban_states(ordered, inserted)
+            if bans:
+                await conn.execute(
+                    _UPSERT_BANS,
+                    [b.user_id for b in bans],
+                    [b.name for b in bans],
+                    [b.banned for b in bans],
+                    [b.at for b in bans],
+                )
         return inserted
 
     async def checkpoint(self, stream: str, group: str) -> str | None:
@@ -168,4 +189,5 @@ def _event_columns(rows: Sequence[EventRow]) -> list[list[object]]:
         [r.jti for r in rows],
         [r.iss for r in rows],
         [r.created_at for r in rows],
+        [r.moderator for r in rows],
     ]
