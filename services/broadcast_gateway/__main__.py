@@ -10,6 +10,7 @@ import uvloop
 
 from services.broadcast_gateway.server import Gateway
 from services.broadcast_gateway.settings import GatewaySettings
+from shared import logs
 
 log = logging.getLogger("services.broadcast_gateway")
 
@@ -28,9 +29,7 @@ async def serve_until_signalled(settings: GatewaySettings) -> None:
 
 def main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     uvloop.run(serve_until_signalled(settings))
 
 

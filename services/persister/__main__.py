@@ -16,6 +16,7 @@ from services.persister.reconcile import reconcile
 from services.persister.settings import PersisterSettings
 from services.persister.store import EventStore
 from services.persister.worker import Persister
+from shared import logs
 from shared.redisconn import connect
 
 log = logging.getLogger("services.persister")
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("reconcile", help="compare Redis and PostgreSQL totals; 1 if any differ")
     args = parser.parse_args(argv)
     settings = PersisterSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     command = args.command or "run"
     if command == "migrate":
         applied = asyncio.run(migrate(settings.database_url))

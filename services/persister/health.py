@@ -55,7 +55,9 @@ class _Server(uvicorn.Server):
 
 
 async def start(app: Starlette, host: str, port: int) -> tuple[_Server, asyncio.Task[None]]:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

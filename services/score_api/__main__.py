@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
+from shared import logs
 
 
 def main() -> None:
     settings = ApiSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -22,6 +19,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep shared.logs' JSON handler
         access_log=False,
         # Our TRUSTED_PROXIES rule is the only one: uvicorn would otherwise believe
         # X-Forwarded-For from 127.0.0.1 by default.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,6 +50,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+log = logging.getLogger("services.score_api")
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -122,6 +126,16 @@ class ScoreApi:
             result = await self.store.award(award)
         except RedisError:
             raise redis_unavailable() from None
+        log.debug(
+            "award %s",
+            result.status,
+            extra={
+                "request_id": request.state.request_id,
+                "user_id": claims.sub,
+                "action": action_name,
+                "event_id": result.event_id,
+            },
+        )
         if result.status in ("new", "duplicate"):
             (ACCEPTED if result.status == "new" else DUPLICATES).inc()
             response = json_response(result.as_dict())
