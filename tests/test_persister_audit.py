@@ -1,4 +1,5 @@
-"""Bans in the record: persisted with their author, reflected in users, rebuilt and reconciled."""
+"""The audit trail in PostgreSQL: who, from where, with which token; bans with their author,
+reflected in users, rebuilt and reconciled."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio
+from jose import jws
 
 from services.persister.batch import EventRow, ban_states
 from services.persister.migrate import migrate
@@ -122,3 +125,43 @@ async def test_rebuild_keeps_banned_users_off_the_board_and_unban_restores_them(
     assert refused.status_code == 403  # still banned after the rebuild
     await moderate(api, "u2", "unban")
     assert "u2" in await redis_scores(redis_client, keys)
+
+
+async def test_accepted_updates_are_stored_with_their_audit_fields(
+    setup: tuple[Api, Persister, PersisterSettings], database_url: str
+) -> None:
+    api, worker, _ = setup
+    claims = {
+        "sub": "alice",
+        "exp": 4_000_000_000,
+        "scope": "score:write",
+        "jti": "tok-1",
+        "iss": "https://id.example",
+    }
+    token = jws.sign(orjson.dumps(claims), api.settings.jwt_secret, algorithm="HS256")
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Idempotency-Key": "audit-1",
+        "User-Agent": "game-client/2.3 " + "x" * 400,
+        "X-Request-ID": "req-audit-1",
+    }
+    response = await api.http.post("/api/score", json={"action": "quest_complete"}, headers=headers)
+    assert response.status_code == 200
+    await drain(worker)
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT * FROM score_events WHERE event_id = $1", response.json()["event_id"]
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    assert (row["client_ip"], row["jti"], row["iss"], row["request_id"]) == (
+        "127.0.0.1",
+        "tok-1",
+        "https://id.example",
+        "req-audit-1",
+    )
+    assert row["user_agent"].startswith("game-client/2.3 ")
+    assert len(row["user_agent"]) == 256  # truncated
+    assert row["created_at"] is not None
