@@ -9,13 +9,15 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d'
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USER_ID ?= player1
 
-.PHONY: help install run test lint token bench browser clean
+.PHONY: help install run test lint token bench browser k8s clean
 
 help:
 	@echo "make run     start Redis/PostgreSQL (embedded unless REDIS_URL/DATABASE_URL), migrate, all services"
 	@echo "make test    the whole test suite (embedded servers unless REDIS_URL/DATABASE_URL)"
 	@echo "make lint    ruff + mypy --strict"
 	@echo "make token USER_ID=alice   print a development JWT"
+	@echo "make bench   benchmarks; writes docs/benchmarks.md and docs/benchmarks.json"
+	@echo "make k8s     render the kustomize overlays into build/k8s/"
 
 $(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
@@ -48,5 +50,19 @@ lint: install
 token: install
 	@$(BIN)/python -m shared.devtoken $(USER_ID)
 
+bench: install
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk for the HTTP benchmarks"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench
+
+k8s:
+	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (kubectl kustomize)"; exit 1; }
+	@mkdir -p build/k8s
+	@for overlay in deploy/k8s/overlays/*/; do \
+	  name=$$(basename $$overlay); \
+	  kubectl kustomize $$overlay > build/k8s/$$name.yaml && echo "build/k8s/$$name.yaml"; \
+	done
+
 clean:
-	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .dev build .mypy_cache .ruff_cache .pytest_cache .hypothesis
