@@ -6,17 +6,21 @@ import asyncio
 import itertools
 import os
 import socket
+import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import redis.asyncio
 import uvicorn
 from starlette.types import ASGIApp
 
 from shared.keys import BoardKeys
 
+ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = os.urandom(4).hex()
 _counter = itertools.count()
 _prefixes: list[str] = []
@@ -93,3 +97,53 @@ def with_database(url: str, name: str) -> str:
     """The same server URL pointing at another database."""
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@asynccontextmanager
+async def api_process(
+    redis_url: str, key_prefix: str, log: Path | None = None, **env: str
+) -> AsyncIterator[str]:
+    """``python -m services.score_api`` as a real process, ready; yields its base URL.
+
+    Abuse limits are off unless ``env`` sets them; stderr goes to ``log`` when given.
+    """
+    port = free_port()
+    full = (
+        os.environ
+        | {
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": key_prefix,
+            "API_PORT": str(port),
+            "RATE_LIMIT_USER_PER_SECOND": "0",
+            "RATE_LIMIT_USER_PER_MINUTE": "0",
+            "RATE_LIMIT_IP_PER_SECOND": "0",
+        }
+        | env
+    )
+    with (log or Path(os.devnull)).open("wb") as err:  # noqa: ASYNC230 (opening is instant)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.score_api", env=full, cwd=ROOT, stderr=err
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+async def wait_ready(url: str, proc: asyncio.subprocess.Process | None = None) -> None:
+    """Poll ``url``/readyz until it answers 200 (bounded), failing early if ``proc`` exits."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        for _ in range(300):
+            if proc is not None and proc.returncode is not None:
+                raise AssertionError(f"{url}: the process exited with {proc.returncode}")
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never became ready")

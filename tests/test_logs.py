@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -14,9 +12,7 @@ import orjson
 from services.score_api.settings import ApiSettings
 from shared.logs import JsonFormatter
 from shared.tokens import issue
-from tests.support import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import api_process
 
 
 def record(msg: str, **extra: object) -> logging.LogRecord:
@@ -52,40 +48,22 @@ def test_exceptions_stay_on_one_line() -> None:
 async def test_api_logs_json_lines_carrying_the_request_id(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = os.environ | {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "API_PORT": str(port),
-        "LOG_LEVEL": "DEBUG",
-    }
     log_file = tmp_path / "api.log"
-    with log_file.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.score_api", env=env, cwd=ROOT, stderr=out
-        )
     token = issue(ApiSettings(), "alice")
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(200):
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-            response = await http.post(
-                "/api/score",
-                json={"action": "quest_complete"},
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Idempotency-Key": "k1",
-                    "X-Request-ID": "trace-me-42",
-                },
-            )
-            assert response.status_code == 200
-    finally:
-        proc.terminate()
-        await proc.wait()
+    async with (
+        api_process(redis_url, key_prefix, log=log_file, LOG_LEVEL="DEBUG") as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        response = await http.post(
+            "/api/score",
+            json={"action": "quest_complete"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": "k1",
+                "X-Request-ID": "trace-me-42",
+            },
+        )
+        assert response.status_code == 200
     lines = [orjson.loads(line) for line in log_file.read_text().splitlines() if line]
     assert lines, "no log lines"
     assert {"ts", "level", "logger", "msg"} <= set(lines[0])

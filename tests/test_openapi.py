@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
-import httpx
 from starlette.routing import Mount, Route
 
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.tokens import SCOPE_ADMIN, SCOPE_WRITE, issue
-from tests.support import free_port
+from tests.support import api_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ_CASES_PER_OPERATION = 300
@@ -54,27 +52,7 @@ def test_document_lists_the_configured_actions() -> None:
 async def test_schemathesis_finds_no_server_error_or_nonconformance(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = os.environ | {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "API_PORT": str(port),
-        "RATE_LIMIT_USER_PER_SECOND": "0",
-        "RATE_LIMIT_USER_PER_MINUTE": "0",
-        "RATE_LIMIT_IP_PER_SECOND": "0",
-    }
-    api = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.score_api", env=env, cwd=ROOT
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient() as http:
-            for _ in range(200):
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
+    async with api_process(redis_url, key_prefix) as url:
         token = issue(ApiSettings(), "fuzzer", scopes=(SCOPE_WRITE, SCOPE_ADMIN))
         report = tmp_path / "report.json"
         # A fixed seed keeps CI reproducible; change it to explore new cases locally.
@@ -106,9 +84,6 @@ async def test_schemathesis_finds_no_server_error_or_nonconformance(
         assert summary["warnings"]["unresolvable_reference"] == [], text
         assert summary["test_cases"]["with_failures"] == 0, text
         assert summary_total(summary) >= 1000, text
-    finally:
-        api.terminate()
-        await api.wait()
 
 
 def summary_total(summary: dict[str, dict[str, int]]) -> int:

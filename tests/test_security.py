@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jose import jwk, jws
 
+from services.score_api.settings import ApiSettings
 from shared.keys import BoardKeys
-from tests.support import board_state, free_port, stream_events
+from shared.tokens import issue
+from tests.support import api_process, board_state, stream_events
 from tests.test_score_api import Api, running_api
 
 ISS, AUD = "https://id.example", "leaderboard"
@@ -267,56 +268,24 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
 async def test_rate_limits_hold_across_two_api_processes(
     redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
 ) -> None:
-    env = os.environ | {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "RATE_LIMIT_USER_PER_SECOND": "0",
-        "RATE_LIMIT_USER_PER_MINUTE": "7",
-        "RATE_LIMIT_IP_PER_SECOND": "0",
-    }
-    ports = [free_port(), free_port()]
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.score_api", env=env | {"API_PORT": str(p)}
-        )
-        for p in ports
-    ]
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            for port in ports:
-                await wait_ready(http, f"http://127.0.0.1:{port}")
-            from services.score_api.settings import ApiSettings
-            from shared.tokens import issue
-
-            token = issue(ApiSettings(), "alice")
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        f"http://127.0.0.1:{ports[i % 2]}/api/score",
-                        json={"action": "quest_complete"},
-                        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}"},
-                    )
-                    for i in range(40)
+    token = issue(ApiSettings(), "alice")
+    async with (
+        api_process(redis_url, key_prefix, RATE_LIMIT_USER_PER_MINUTE="7") as first,
+        api_process(redis_url, key_prefix, RATE_LIMIT_USER_PER_MINUTE="7") as second,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        responses = await asyncio.gather(
+            *(
+                http.post(
+                    f"{(first, second)[i % 2]}/api/score",
+                    json={"action": "quest_complete"},
+                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}"},
                 )
+                for i in range(40)
             )
-        statuses = [r.status_code for r in responses]
-        assert statuses.count(200) == 7
-        assert statuses.count(429) == 33
-        keys = BoardKeys(key_prefix, "global")
-        assert len(await stream_events(redis_client, keys.stream)) == 7
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            await asyncio.wait_for(proc.wait(), 15)
-
-
-async def wait_ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        try:
-            if (await http.get(f"{url}/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} never became ready")
+        )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 7
+    assert statuses.count(429) == 33
+    keys = BoardKeys(key_prefix, "global")
+    assert len(await stream_events(redis_client, keys.stream)) == 7
