@@ -120,7 +120,7 @@ async def api_process(
         }
         | env
     )
-    with (log or Path(os.devnull)).open("wb") as err:  # noqa: ASYNC230 (opening is instant)
+    with (log or Path(os.devnull)).open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.score_api", env=full, cwd=ROOT, stderr=err
         )
