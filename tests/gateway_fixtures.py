@@ -39,6 +39,17 @@ async def wait_until(check: Callable[[], bool], within: float = WAIT, what: str 
         await asyncio.sleep(0.02)
 
 
+async def read_until_closed(ws: ClientConnection) -> list[object]:
+    """Every message left, then the close code the server sent (None if it sent none)."""
+    got: list[object] = []
+    try:
+        while True:
+            got.append(await ws.recv())
+    except ConnectionClosed as exc:
+        got.append(exc.rcvd.code if exc.rcvd else None)
+    return got
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 

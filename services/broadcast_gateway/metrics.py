@@ -10,7 +10,7 @@ BYTES = Counter("gateway_bytes_sent_total", "Payload bytes written to clients", 
 CLOSES = Counter(
     "gateway_closes_total",
     "Connections refused or closed, by reason",
-    ["reason"],  # client, slow, oversize, rate, origin, capacity, shutdown, error
+    ["reason"],  # client, slow, oversize, rate, origin, per_ip, capacity, shutdown, error
 )
 CONFLATED = Counter(
     "gateway_conflated_total", "Diffs skipped for a client that could not take them"

@@ -2,13 +2,18 @@
 
 Close codes and HTTP refusals, in one place:
 
-    403  handshake   Origin not in the allowlist            closes{reason="origin"}
-    503  handshake   connection cap reached                   closes{reason="capacity"}
+    403  handshake   Origin not in the allowlist, or sent twice   closes{reason="origin"}
+    429  handshake   the client address holds its connection      closes{reason="per_ip"}
+                     limit (Retry-After: 5)
+    503  handshake   connection cap reached                       closes{reason="capacity"}
                      (and, from websockets itself, while shutting down)
-    1008 policy      more inbound messages than the rate limit  closes{reason="rate"}
-    1009 too big     an inbound frame over the size limit     closes{reason="oversize"}
-    1012 restart     SIGTERM: the instance is going away      closes{reason="shutdown"}
-    1013 try later   unsent bytes stayed above the limit      closes{reason="slow"}
+    1008 policy      more inbound messages than the rate limit    closes{reason="rate"}
+    1009 too big     an inbound message over the size limit       closes{reason="oversize"}
+    1012 restart     SIGTERM: the instance is going away          closes{reason="shutdown"}
+    1013 try later   unsent bytes stayed above the limit          closes{reason="slow"}
+
+The client address is the TCP peer's, or the first untrusted hop of X-Forwarded-For when the
+peer is a trusted proxy (shared.netaddr.client_ip).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from websockets.http11 import Request, Response
 
 from services.broadcast_gateway import metrics
 from services.broadcast_gateway.fanout import Client, Fanout, batches
+from services.broadcast_gateway.limits import IpCounter
 from services.broadcast_gateway.protocol import RateLimit, is_resync
 from services.broadcast_gateway.reader import BoardFeed
 from services.broadcast_gateway.settings import GatewaySettings
+from shared.netaddr import client_ip, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,19 @@ def origin_allowed(origin: str | None, allowed: list[str], allow_missing: bool) 
     if origin is None:
         return allow_missing
     return "*" in allowed or origin in allowed
+
+
+def peer_host(connection: ServerConnection) -> str | None:
+    """The TCP peer's address (None on a Unix socket)."""
+    remote = connection.remote_address
+    return remote[0] if isinstance(remote, tuple) and remote else None
+
+
+def refusal(status: int, text: bytes, retry_after: int | None = None) -> Response:
+    response = http_response(status, text, "text/plain; charset=utf-8")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def http_response(status: int, body: bytes, content_type: str) -> Response:
@@ -87,6 +107,8 @@ class Gateway:
         self.fanout = Fanout()
         self.feed = BoardFeed(settings, self.fanout)
         self.server: Server | None = None
+        self.trusted = parse_networks(settings.gateway_trusted_proxies)
+        self.per_ip = IpCounter(settings.gateway_max_connections_per_ip)
         self.url = ""  # the WebSocket URL, once running
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -107,21 +129,34 @@ class Gateway:
             return http_response(200, generate_latest(), CONTENT_TYPE_LATEST)
         if path != s.gateway_path:
             return json_response(404, {"status": 404, "detail": "not found"})
-        if not origin_allowed(
-            request.headers.get("Origin"), s.gateway_allowed_origins, s.gateway_allow_missing_origin
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1 or not origin_allowed(
+            origins[0] if origins else None,
+            s.gateway_allowed_origins,
+            s.gateway_allow_missing_origin,
         ):
             metrics.CLOSES.labels("origin").inc()
-            return http_response(403, b"origin not allowed\n", "text/plain; charset=utf-8")
+            return refusal(403, b"origin not allowed\n")
         # Handshakes still in flight may overshoot the cap by a few; it bounds memory, not a count.
         if len(self.fanout.clients) >= s.gateway_max_connections:
             metrics.CLOSES.labels("capacity").inc()
-            response = http_response(503, b"connection limit reached\n", "text/plain")
-            response.headers["Retry-After"] = "5"
-            return response
+            return refusal(503, b"connection limit reached\n", retry_after=5)
         if s.gateway_socket_send_buffer:
             sock = connection.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, s.gateway_socket_send_buffer)
+        # Proxies may append a header each time instead of extending one (RFC 9110 5.3).
+        forwarded = ", ".join(request.headers.get_all("X-Forwarded-For")) or None
+        address = client_ip(peer_host(connection), forwarded, self.trusted)
+        # Nothing awaits between this check and the count, so concurrent handshakes from one
+        # address cannot all slip under the limit. Last check: nothing below refuses.
+        if not self.per_ip.acquire(address):
+            metrics.CLOSES.labels("per_ip").inc()
+            return refusal(429, b"too many connections from this address\n", retry_after=5)
+        # Given back when the TCP connection is gone, whichever way: after the handler, or
+        # when websockets refuses the handshake after us (no Upgrade: 426; shutting down: 503;
+        # handshake timeout), where the handler never runs. connection_lost runs exactly once.
+        connection.connection_lost_waiter.add_done_callback(lambda _: self.per_ip.release(address))
         return None
 
     # One connection

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from shared.netaddr import parse_networks
 from shared.settings import SharedSettings
 
 DEV_ORIGINS = ("http://127.0.0.1:8000", "http://localhost:8000")
@@ -22,6 +23,11 @@ class GatewaySettings(SharedSettings):
     gateway_allowed_origins: list[str] = Field(default_factory=lambda: list(DEV_ORIGINS))
     gateway_allow_missing_origin: bool = True
     gateway_max_connections: int = Field(default=10_000, ge=1)
+    # Per client address and instance (0: unlimited). Behind a proxy, list it in
+    # ``gateway_trusted_proxies``, or every client counts as the proxy's address.
+    gateway_max_connections_per_ip: int = Field(default=20, ge=0)
+    # CIDRs whose X-Forwarded-For is believed (the rule of shared.netaddr.client_ip).
+    gateway_trusted_proxies: list[str] = Field(default_factory=list)
     gateway_handshake_timeout: float = Field(default=10.0, gt=0)
     gateway_max_message_bytes: int = Field(default=1024, ge=64)
     gateway_inbound_per_second: float = Field(default=2.0, gt=0)
@@ -39,3 +45,9 @@ class GatewaySettings(SharedSettings):
     # Safety net for board changes that append no stream event (e.g. an offline rebuild).
     gateway_refresh_seconds: float = Field(default=30.0, gt=0)
     gateway_stream_batch: int = Field(default=1000, ge=1)
+
+    @field_validator("gateway_trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a typo must stop the start, not silently trust nobody
+        return value

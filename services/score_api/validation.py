@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import orjson
 
 from services.score_api.problems import Problem
+from shared.netaddr import Network as Network
+from shared.netaddr import client_ip as client_ip
+from shared.netaddr import parse_networks as parse_networks
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
@@ -16,8 +18,6 @@ MAX_BODY_BYTES = 4096
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 MAX_AROUND = 25
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def idempotency_key(value: str | None) -> str:
@@ -101,35 +101,3 @@ def user_id(value: str) -> str:
             reason="query",
         )
     return value
-
-
-def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The caller's address: ``X-Forwarded-For`` is believed only from a trusted proxy.
-
-    Walks the header right to left, skipping trusted proxies, so a client cannot forge the
-    address by sending its own header through the proxy.
-    """
-    address = peer or ""
-    if not forwarded_for or not _in(address, trusted):
-        return address
-    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return address
-        address = hop
-        if not _in(hop, trusted):
-            return hop
-    return address
-
-
-def _in(address: str, networks: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
