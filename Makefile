@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d'
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USER_ID ?= player1
 
-.PHONY: help install run test lint token bench browser k8s clean
+.PHONY: help install run test lint token bench browser k8s k8s-validate clean
 
 help:
 	@echo "make run     start Redis/PostgreSQL (embedded unless REDIS_URL/DATABASE_URL), migrate, all services"
@@ -18,6 +18,7 @@ help:
 	@echo "make token USER_ID=alice   print a development JWT"
 	@echo "make bench   benchmarks; writes docs/benchmarks.md and docs/benchmarks.json"
 	@echo "make k8s     render the kustomize overlays into build/k8s/"
+	@echo "make k8s-validate   render and validate every overlay (schemas 1.29 + newest, policies)"
 
 $(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
@@ -63,6 +64,9 @@ k8s:
 	  name=$$(basename $$overlay); \
 	  kubectl kustomize $$overlay > build/k8s/$$name.yaml && echo "build/k8s/$$name.yaml"; \
 	done
+
+k8s-validate: install
+	$(BIN)/python -m pytest -q tests/test_deploy.py
 
 clean:
 	rm -rf $(VENV) .dev build .mypy_cache .ruff_cache .pytest_cache .hypothesis
