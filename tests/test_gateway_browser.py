@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
 from services.broadcast_gateway.server import Gateway
 from services.score_api.app import create_app
@@ -180,3 +182,51 @@ async def test_page_is_served_with_a_content_security_policy(site: Site) -> None
     assert (await site.http.get("/config.json")).json() == {
         "gateway_url": site.settings.api_gateway_url
     }
+
+
+async def test_page_resyncs_after_a_lost_diff(browser: Browser, site: Site) -> None:
+    """A diff lost on the way (dropped by the test between the real gateway and the page)
+    leaves a version gap; the page must ask for a snapshot and converge."""
+    await site.award("erin", name="Erin")
+    page = await browser.new_page()
+    sent_by_page: list[str] = []
+    dropped: list[str] = []
+
+    async def relay(route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if not dropped and isinstance(message, str) and '"type":"diff"' in message:
+                dropped.append(message)
+                return
+            route.send(message)
+
+        def to_server(message: str | bytes) -> None:
+            sent_by_page.append(str(message))
+            server.send(message)
+
+        server.on_message(to_page)
+        route.on_message(to_server)
+
+    await page.route_web_socket(re.compile(r".*/ws/score$"), relay)
+    try:
+        await page.goto(site.url)
+        await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        await site.award("frank", name="Frank")  # this diff is dropped
+        for _ in range(200):  # the next award must travel in a diff of its own
+            if dropped:
+                break
+            await asyncio.sleep(0.05)
+        await site.award("grace", name="Grace", action="achievement_unlocked")
+        grace = page.locator('#board li[data-user-id="grace"] .score')
+        await expect(grace).to_have_text("50", timeout=10_000)
+        await expect(page.locator('#board li[data-user-id="frank"] .score')).to_have_text("25")
+        assert len(dropped) == 1
+        assert any('"resync"' in message for message in sent_by_page)
+        board = (await site.http.get("/api/score-board")).json()["board"]
+        shown = await page.locator("#board li").evaluate_all(
+            "rows => rows.map(r => r.dataset.userId)"
+        )
+        assert shown == [entry["user_id"] for entry in board]
+    finally:
+        await page.close()
