@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio
 
 from shared.tokens import SCOPE_ADMIN
+from tests.gateway_fixtures import Follower, run_gateway, wait_until
 from tests.support import board_state, stream_events
 from tests.test_score_api import Api, running_api
 
@@ -89,3 +90,23 @@ async def test_a_user_banned_before_scoring_cannot_score_until_unbanned(api: Api
     assert (await api.post("newcomer", "k1")).status_code == 403
     await moderate(api, "newcomer", "unban")
     assert (await api.post("newcomer", "k1")).json()["score"] == 10
+
+
+async def test_live_boards_drop_a_banned_user_and_restore_them_on_unban(
+    api: Api, redis_url: str
+) -> None:
+    await api.post("honest", "k1")
+    await api.post("cheater", "k1", "achievement_unlocked")
+    async with (
+        run_gateway(redis_url, api.keys.prefix) as gateway,
+        Follower(gateway.url) as browser,
+    ):
+
+        def shown() -> list[tuple[str, int]]:
+            return [(e.user_id, e.score) for e in browser.board]
+
+        await wait_until(lambda: shown() == [("cheater", 50), ("honest", 10)], what="board")
+        await moderate(api, "cheater")
+        await wait_until(lambda: shown() == [("honest", 10)], what="the ban on the live board")
+        await moderate(api, "cheater", "unban")
+        await wait_until(lambda: shown() == [("cheater", 50), ("honest", 10)], what="the unban")
