@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from services.score_api.ratelimit import policy_header, ratelimit_header, retry_
 from services.score_api.requestid import MAX_USER_AGENT, RequestIdMiddleware
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, AwardResult, ScoreStore
+from services.score_api.tokencache import TokenCache
 from shared.keys import BoardKeys
 from shared.redisconn import connect
 from shared.tokens import (
@@ -69,6 +71,8 @@ class ScoreApi:
         self.openapi_body = orjson.dumps(self.openapi_document)
         self.key_source = KeySource(settings)
         self.verifier = TokenVerifier.from_settings(settings, self.key_source.keys)
+        # Signature checks dominate a write's CPU; a client reuses its token for many.
+        self.token_cache = TokenCache(settings.jwt_leeway_seconds)
         self.trusted = validation.parse_networks(settings.trusted_proxies)
         self.redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         self.user_limits = settings.user_limits()
@@ -82,20 +86,29 @@ class ScoreApi:
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise missing_token()
+        token = token.strip()
         try:
-            try:
-                claims = self.verifier.verify(token.strip())
-            except UnknownKeyId:
-                if not await self.key_source.refresh():
-                    raise
-                self.verifier = self.verifier.with_public_keys(self.key_source.keys)
-                claims = self.verifier.verify(token.strip())
+            claims = self.token_cache.get(token, time.time())
+            if claims is None:
+                try:
+                    claims = self.verifier.verify(token)
+                except UnknownKeyId:
+                    if not await self.key_source.refresh():
+                        raise
+                    self.use_public_keys()
+                    claims = self.verifier.verify(token)
+                self.token_cache.put(token, claims)
             claims.require(scope)
         except TokenError as exc:
             raise Problem.from_token_error(exc) from None
         except ScopeError as exc:
             raise Problem.from_scope_error(exc) from None
         return claims
+
+    def use_public_keys(self) -> None:
+        """Verify with the key source's current keys; tokens cached under the old ones go."""
+        self.verifier = self.verifier.with_public_keys(self.key_source.keys)
+        self.token_cache.clear()
 
     async def post_score(self, request: Request) -> Response:
         claims = await self.authenticate(request, SCOPE_WRITE)
@@ -290,7 +303,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if await api.key_source.refresh(force=True):
-            api.verifier = api.verifier.with_public_keys(api.key_source.keys)
+            api.use_public_keys()
         try:
             yield
         finally:

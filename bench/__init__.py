@@ -1,0 +1,1 @@
+"""``python -m bench``: measure every path of the stack on one machine (see ``__main__``)."""

@@ -1,0 +1,363 @@
+"""Scenarios 3 and 4, fan-out and Redis cost: many WebSocket clients on one gateway process.
+
+``python -m bench.fanout client ...`` is one load process holding N connections (the
+``websockets`` asyncio client on uvloop; it raises its RLIMIT_NOFILE to the hard limit). The
+orchestrator spreads the clients over one or two such processes, then drives the top 10
+through the real API at a steady rate while they count frames. A sample of connections also
+timestamps every (user, score) they see, which joined with the driver's POST times gives the
+POST-to-receive latency (both clocks are this machine's ``time.time()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis.asyncio
+import uvloop
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from bench.procstat import cpu_seconds, rss_bytes
+from bench.stack import ROOT, Service, metric, raise_fd_limit, say
+from bench.stats import summary_ms
+from shared.settings import TokenSettings
+from shared.tokens import issue
+
+DRIVER_USERS = 10
+CONNECT_CONCURRENCY = 64
+SAMPLED_PER_PROCESS = 100
+
+
+# The load process
+
+
+@dataclass
+class ClientState:
+    counting: bool = False
+    frames: int = 0
+    connected: int = 0
+    failed: int = 0
+    closed: int = 0
+    records: list[tuple[int, str, int, float]] = field(default_factory=list)
+
+
+async def _hold(url: str, index: int, sampled: bool, state: ClientState, gate: Any) -> None:
+    async with gate:
+        try:
+            ws = await connect(
+                url,
+                compression=None,
+                ping_interval=None,
+                open_timeout=120,
+                close_timeout=1,
+                max_size=1 << 20,
+            )
+        except Exception:
+            state.failed += 1
+            return
+    state.connected += 1
+    try:
+        while True:
+            message = await ws.recv(decode=False)
+            if not state.counting:
+                continue
+            state.frames += 1
+            if sampled:
+                now = time.time()
+                body = orjson.loads(message)
+                for row in body.get("changes") or body.get("board") or ():
+                    state.records.append((index, row["user_id"], row["score"], now))
+    except ConnectionClosed:
+        state.closed += 1
+
+
+async def _client_main(url: str, count: int, base: int, out: Path) -> None:
+    state = ClientState()
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    every = max(1, count // SAMPLED_PER_PROCESS)
+    tasks = [
+        asyncio.create_task(_hold(url, base + i, i % every == 0, state, gate)) for i in range(count)
+    ]
+    while state.connected + state.failed < count:  # noqa: ASYNC110 (counters, not an event)
+        await asyncio.sleep(0.1)
+    print(f"CONNECTED {state.connected} {state.failed}", flush=True)
+    loop = asyncio.get_running_loop()
+    started = 0.0
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if line == "START":
+            state.frames, state.records, state.counting = 0, [], True
+            started = time.time()
+        elif line in ("STOP", ""):
+            state.counting = False
+            result = {
+                "frames": state.frames,
+                "seconds": time.time() - started if started else 0.0,
+                "connected": state.connected,
+                "failed": state.failed,
+                "closed": state.closed,
+                "records": state.records,
+            }
+            out.write_bytes(orjson.dumps(result))  # noqa: ASYNC240 (once, at the end)
+            print("DONE", flush=True)
+            break
+    for task in tasks:
+        task.cancel()
+    # Leave without closing handshakes: the gateway sees resets, which is fine here.
+    os._exit(0)
+
+
+def client_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout client")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--base", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    uvloop.run(_client_main(args.url, args.count, args.base, args.out))
+
+
+# The orchestrator
+
+
+class LoadProcess:
+    """One client process, spoken to over its stdin/stdout."""
+
+    def __init__(self, url: str, count: int, base: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.fanout", "client", "--url", url,
+             "--count", str(count), "--base", str(base), "--out", str(out)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    def expect(self, word: str, timeout: float) -> list[str]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 1.0)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.startswith(word):
+                    return line.split()[1:]
+        raise RuntimeError(f"load process: no {word} within {timeout:.0f} s")
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict[str, Any]:
+        self.expect("DONE", 60)
+        figures: dict[str, Any] = orjson.loads(self.out.read_bytes())
+        return figures
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+async def drive(api_url: str, rate: float, seconds: float) -> list[tuple[str, int, float]]:
+    """POST ``rate`` big awards per second to the driver users; (user, score, sent at) each."""
+    settings = TokenSettings()
+    users = [f"fan{i}" for i in range(DRIVER_USERS)]
+    tokens = {u: issue(settings, u, ttl=3600) for u in users}
+    sent: list[tuple[str, int, float]] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=10) as client:
+
+        async def post(user: str) -> None:
+            nonlocal errors
+            headers = {
+                "Authorization": f"Bearer {tokens[user]}",
+                "Idempotency-Key": uuid.uuid4().hex,
+                "Content-Type": "application/json",
+            }
+            at = time.time()
+            response = await client.post(
+                "/api/score", headers=headers, content=b'{"action": "bench_big"}'
+            )
+            if response.status_code != 200:
+                errors += 1
+                return
+            sent.append((user, int(response.json()["score"]), at))
+
+        pending: set[asyncio.Task[None]] = set()
+        start = loop.time()
+        for i in range(round(rate * seconds)):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(post(users[i % DRIVER_USERS]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.wait(pending)
+    if errors:
+        say(f"fan-out: driver got {errors} non-200 answers")
+    return sent
+
+
+async def command_calls(redis_url: str) -> dict[str, int]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        stats: dict[str, Any] = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def latencies(sent: list[tuple[str, int, float]], records: list[list[Any]]) -> list[float]:
+    """Seconds from each POST to the first time each sampled connection saw its result."""
+    posted = {(user, score): at for user, score, at in sent}
+    first: dict[tuple[int, str, int], float] = {}
+    for conn, user, score, at in records:
+        key = (conn, user, score)
+        if (user, score) in posted and (key not in first or at < first[key]):
+            first[key] = at
+    return [at - posted[(user, score)] for (_, user, score), at in first.items()]
+
+
+def wait_connections(gateway: Service, target: float, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if metric(gateway, "gateway_connections") <= target:
+                return
+        time.sleep(0.25)
+
+
+def run_level(
+    api: Service, gateway: Service, redis_url: str, workdir: Path, clients: int,
+    seconds: float, rate: float, baseline: int,
+) -> dict[str, Any]:  # fmt: skip
+    url = gateway.url.replace("http://", "ws://") + "/ws/score"
+    processes = 1 if clients <= 1000 else 2
+    wait_connections(gateway, 0, 30)
+    rss_before = rss_bytes(gateway.pid)
+    say(f"fan-out: connecting {clients:,} clients from {processes} process(es)")
+    started = time.monotonic()
+    share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    loads = [
+        LoadProcess(url, n, sum(share[:i]), workdir / f"fanout-{clients}-{i}.json")
+        for i, n in enumerate(share)
+    ]
+    try:
+        connected = failed = 0
+        for load in loads:
+            ok, bad = load.expect("CONNECTED", 300)
+            connected, failed = connected + int(ok), failed + int(bad)
+        connect_seconds = time.monotonic() - started
+        say(f"fan-out: {connected:,} connected ({failed} failed) in {connect_seconds:.1f} s")
+        time.sleep(1.0)  # every snapshot delivered
+        rss_after = rss_bytes(gateway.pid)
+        calls_before = asyncio.run(command_calls(redis_url))
+        messages_before = metric(gateway, "gateway_messages_sent_total")
+        version_before = metric(gateway, "gateway_board_version")
+        cpu_before, wall_before = cpu_seconds(gateway.pid), time.monotonic()
+        for load in loads:
+            load.send("START")
+        sent = asyncio.run(drive(api.url, rate, seconds))
+        time.sleep(0.5)  # the last changes arrive
+        for load in loads:
+            load.send("STOP")
+        cpu_after, wall_after = cpu_seconds(gateway.pid), time.monotonic()
+        calls_after = asyncio.run(command_calls(redis_url))
+        messages_after = metric(gateway, "gateway_messages_sent_total")
+        version_after = metric(gateway, "gateway_board_version")
+        results = [load.result() for load in loads]
+    finally:
+        for load in loads:
+            load.kill()
+    window = wall_after - wall_before
+    frames = sum(r["frames"] for r in results)
+    window_client = max(r["seconds"] for r in results) or window
+    lat = latencies(sent, [rec for r in results for rec in r["records"]])
+    delta = {k: calls_after.get(k, 0) - calls_before.get(k, 0) for k in calls_after}
+    changes = version_after - version_before
+    gateway_calls = delta.get("xread", 0) + delta.get("evalsha", 0) - len(sent)
+    gateway_calls += delta.get("ping", 0) + delta.get("xrevrange", 0)
+    figures: dict[str, Any] = {
+        "clients": clients,
+        "connected": connected,
+        "failed": failed,
+        "load_processes": processes,
+        "connect_seconds": connect_seconds,
+        "window_seconds": window,
+        "posts": len(sent),
+        "rate": rate,
+        "board_versions": changes,
+        "frames_received": frames,
+        "frames_per_second": frames / window_client,
+        "gateway_messages_per_second": (messages_after - messages_before) / window,
+        "closed_early": sum(r["closed"] for r in results),
+        "latency": summary_ms(lat),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        # Against the fresh gateway's RSS: memory freed by a previous level is reused, so a
+        # delta against this level's start would under-count.
+        "rss_baseline_bytes": baseline,
+        "rss_per_connection_bytes": (rss_after - baseline) / max(1, connected),
+        "rss_level_delta_per_connection_bytes": (rss_after - rss_before) / max(1, connected),
+        "rss_total_per_connection_bytes": rss_after / max(1, connected),
+        "gateway_cpu_percent": (cpu_after - cpu_before) / window * 100,
+        "redis_calls": {k: v for k, v in delta.items() if v},
+        "redis_gateway_calls": gateway_calls,
+        "redis_calls_per_change": gateway_calls / changes if changes else float("nan"),
+        "redis_calls_per_post": gateway_calls / len(sent) if sent else float("nan"),
+    }
+    lat_s = figures["latency"]
+    say(
+        f"fan-out {clients:,}: {figures['frames_per_second']:.0f} frames/s received, "
+        f"p50 {lat_s['p50_ms']:.0f} ms p99 {lat_s['p99_ms']:.0f} ms, "
+        f"{figures['rss_per_connection_bytes'] / 1024:.1f} KiB/conn, "
+        f"CPU {figures['gateway_cpu_percent']:.0f} %, "
+        f"{figures['redis_calls_per_change']:.2f} Redis calls/change"
+    )
+    wait_connections(gateway, 0, 30)
+    return figures
+
+
+def run(
+    api: Service, gateway: Service, redis_url: str, workdir: Path, levels: list[int],
+    seconds: float, rate: float,
+) -> dict[str, Any]:  # fmt: skip
+    limit = raise_fd_limit()
+    say(f"fan-out: RLIMIT_NOFILE soft limit raised to {limit} (load processes do the same)")
+    baseline = rss_bytes(gateway.pid)
+    return {
+        "levels": [
+            run_level(api, gateway, redis_url, workdir, n, seconds, rate, baseline) for n in levels
+        ],
+        "fd_limit": limit,
+        "seconds": seconds,
+        "rate": rate,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["client"]:
+        sys.exit("usage: python -m bench.fanout client --url URL --count N --out FILE")
+    client_main(sys.argv[2:])

@@ -1,0 +1,299 @@
+"""Turn the figures of one run into ``docs/benchmarks.md``: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    path: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def verdicts(figures: dict[str, Any]) -> list[Verdict]:
+    """Each target of issue 7 against this run's figures."""
+    out: list[Verdict] = []
+    update = figures.get("update")
+    if update:
+        r = _num(update["ratio"])
+        p99 = _num(update["half"]["p99_us"]) / 1000
+        out.append(Verdict("`POST /api/score`, one worker", ">= 0.6x `/healthz`",
+                           f"{r:.2f}x", r >= 0.6))  # fmt: skip
+        out.append(Verdict("`POST /api/score`, half of saturation", "p99 < 10 ms",
+                           f"{p99:.1f} ms", p99 < 10))  # fmt: skip
+    reads = figures.get("reads")
+    if reads:
+        r = _num(reads["board_ratio"])
+        out.append(Verdict("`GET /api/score-board`", ">= 0.9x `/healthz`", f"{r:.2f}x", r >= 0.9))
+    fanout = figures.get("fanout")
+    if fanout:
+        top = max(fanout["levels"], key=lambda level: level["clients"])
+        kib = per_connection_kib(top, fanout["levels"][0])
+        fps = _num(top["frames_per_second"])
+        p99 = _num(top["latency"]["p99_ms"])
+        n = top["clients"]
+        out.append(Verdict("gateway, one process", "10,000 clients",
+                           f"{top['connected']:,} of {n:,} connected",
+                           top["connected"] >= 10_000))  # fmt: skip
+        out.append(Verdict("gateway memory", "<= 16 KiB per connection",
+                           f"{kib:.1f} KiB at {n:,}", kib <= 16))  # fmt: skip
+        out.append(Verdict("gateway frames delivered", ">= 30,000 frames/s",
+                           f"{fps:,.0f}/s at {n:,}", fps >= 30_000))  # fmt: skip
+        out.append(Verdict("gateway POST-to-receive", "p99 < 100 ms at 10,000 clients, 20/s",
+                           f"{p99:.0f} ms at {n:,}", p99 < 100))  # fmt: skip
+        costs = [_num(level["redis_calls_per_change"]) for level in fanout["levels"]]
+        worst = max(costs) if costs else math.nan
+        out.append(Verdict("Redis commands per change per gateway",
+                           "<= 3, constant in clients",
+                           " / ".join(f"{c:.2f}" for c in costs), worst <= 3))  # fmt: skip
+    persist = figures.get("persist")
+    if persist:
+        rate = _num(persist["events_per_second_steady"])
+        lag = _num(persist["lag"]["lag_p99_s"])
+        out.append(Verdict("persister throughput", ">= 20,000 events/s",
+                           f"{rate:,.0f}/s", rate >= 20_000))  # fmt: skip
+        out.append(Verdict("persister lag", "< 1 s at 2,000 updates/s",
+                           f"p99 {lag:.2f} s at {persist['lag']['rate']:,.0f}/s",
+                           lag < 1))  # fmt: skip
+    return out
+
+
+def _met(met: bool | None) -> str:
+    return "n/a" if met is None else ("yes" if met else "**no**")
+
+
+def per_connection_kib(level: dict[str, Any], first: dict[str, Any]) -> float:
+    """Gateway RSS per connection against the fresh gateway (the first level's start)."""
+    if "rss_after_bytes" not in level:
+        return _num(level["rss_per_connection_bytes"]) / 1024
+    baseline = _num(level.get("rss_baseline_bytes", first["rss_before_bytes"]))
+    return (_num(level["rss_after_bytes"]) - baseline) / max(1.0, _num(level["connected"])) / 1024
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _wrk_row(name: str, w: dict[str, Any], ceiling: float) -> list[str]:
+    rps = _num(w["rps"])
+    return [
+        name,
+        _fmt(rps),
+        f"{rps / ceiling:.2f}x" if ceiling else "n/a",
+        _fmt(_num(w["p50_us"]) / 1000, 2),
+        _fmt(_num(w["p99_us"]) / 1000, 2),
+        _fmt(_num(w["errors"])),
+    ]
+
+
+WRK_HEADER = ["request", "req/s", "ratio to /healthz", "p50 ms", "p99 ms", "errors"]
+
+
+def render(figures: dict[str, Any], findings: str = "") -> str:
+    """The whole Markdown report."""
+    m = figures.get("machine", {})
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench`); raw figures in `docs/benchmarks.json`. "
+        "Every service runs as one process on the same machine as the load generators, so "
+        "absolute numbers drift with the host: compare the ratios to each scenario's ceiling, "
+        "measured in the same run.",
+        "",
+        f"Run: {figures.get('started', '?')}, {figures.get('duration_s', 0):.0f} s"
+        + (" (`--quick`)" if figures.get("quick") else ""),
+        "",
+        "## Machine",
+        "",
+        _table(["", ""], [[k, str(v)] for k, v in m.items()]),
+        "",
+        "## Targets",
+        "",
+        _table(
+            ["path", "target", "measured", "met"],
+            [
+                [v.path, v.target, v.measured, _met(v.met)]
+                for v in verdicts(figures)
+            ],
+        ),
+    ]  # fmt: skip
+    update = figures.get("update")
+    if update:
+        ceiling = _num(update["ceiling"]["rps"])
+        parts += [
+            "",
+            "## 1. Update path",
+            "",
+            f"`wrk`, 1 thread, {update['connections']} connections, {update['seconds']:.0f} s "
+            "per run; rotating tokens of 1,000 users, a fresh `Idempotency-Key` per request. "
+            "Half of saturation is paced (each of 16 connections pauses between requests; "
+            f"offered ~{_num(update['half_target_rps']):,.0f} req/s).",
+            "",
+            _table(
+                WRK_HEADER,
+                [
+                    _wrk_row("`GET /healthz` (ceiling)", update["ceiling"], ceiling),
+                    _wrk_row("`POST /api/score`, saturation", update["saturation"], ceiling),
+                    _wrk_row("`POST /api/score`, half of saturation", update["half"], ceiling),
+                ],
+            ),
+        ]
+    reads = figures.get("reads")
+    if reads:
+        ceiling = _num(reads["ceiling"]["rps"])
+        parts += [
+            "",
+            "## 2. Board reads",
+            "",
+            f"Board of {reads['users']:,} ranked users, bulk-loaded into Redis in "
+            f"{_num(reads['load_seconds']):.1f} s. `wrk`, 1 thread, {reads['connections']} "
+            f"connections, {reads['seconds']:.0f} s per run; ranks of random users.",
+            "",
+            _table(
+                WRK_HEADER,
+                [
+                    _wrk_row("`GET /healthz` (ceiling)", reads["ceiling"], ceiling),
+                    _wrk_row("`GET /api/score-board`", reads["board"], ceiling),
+                    _wrk_row("`GET /api/users/{id}/rank?around=5`", reads["rank"], ceiling),
+                ],
+            ),
+        ]
+    fanout = figures.get("fanout")
+    if fanout:
+        rows = []
+        for level in fanout["levels"]:
+            lat = level["latency"]
+            rows.append(
+                [
+                    f"{level['clients']:,}",
+                    f"{level['connected']:,}",
+                    _fmt(_num(level["frames_per_second"])),
+                    f"{_num(level['frames_per_second']) / 30_000:.2f}x",
+                    _fmt(_num(level["gateway_messages_per_second"])),
+                    _fmt(_num(lat["p50_ms"]), 1),
+                    _fmt(_num(lat["p99_ms"]), 1),
+                    _fmt(_num(lat["max_ms"]), 1),
+                    _fmt(per_connection_kib(level, fanout["levels"][0]), 1),
+                    _fmt(_num(level["gateway_cpu_percent"])),
+                    _fmt(_num(level["connect_seconds"]), 1),
+                ]
+            )
+        parts += [
+            "",
+            "## 3. Fan-out",
+            "",
+            f"One gateway process; the driver POSTs big awards for 10 users at "
+            f"{fanout['rate']:.0f}/s through the API for {fanout['seconds']:.0f} s per level, "
+            "so every POST changes the top 10. Clients: the `websockets` asyncio client on "
+            "uvloop in one (≤ 1,000) or two load processes, each with RLIMIT_NOFILE raised to "
+            f"its hard limit ({fanout['fd_limit']:,}). Latency: POST sent → first frame showing "
+            "its result, on ~100 sampled connections per load process. No natural ceiling "
+            "exists for fan-out on one box, so the ratio is to the 30,000 frames/s target.",
+            "",
+            _table(
+                [
+                    "clients",
+                    "connected",
+                    "frames/s received",
+                    "ratio to target",
+                    "frames/s written",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "KiB RSS / conn",
+                    "gateway CPU %",
+                    "connect s",
+                ],
+                rows,
+            ),
+            "",
+            "## 4. Redis cost",
+            "",
+            "Top-level commands the gateway sent (`INFO commandstats`: `XREAD` + `EVALSHA` "
+            "minus the API's one `EVALSHA` per POST, + `PING`/`XREVRANGE`), per board version "
+            "it published and per POST, during the fan-out window.",
+            "",
+            _table(
+                [
+                    "clients",
+                    "board versions",
+                    "POSTs",
+                    "gateway commands",
+                    "per change",
+                    "per POST",
+                ],
+                [
+                    [
+                        f"{level['clients']:,}",
+                        _fmt(_num(level["board_versions"])),
+                        _fmt(_num(level["posts"])),
+                        _fmt(_num(level["redis_gateway_calls"])),
+                        _fmt(_num(level["redis_calls_per_change"]), 2),
+                        _fmt(_num(level["redis_calls_per_post"]), 2),
+                    ]
+                    for level in fanout["levels"]
+                ],
+            ),
+        ]
+    persist = figures.get("persist")
+    if persist:
+        lag = persist["lag"]
+        ceiling = _num(persist["copy_ceiling_per_second"])
+        whole = _num(persist["events_per_second"])
+        parts += [
+            "",
+            "## 5. Persist path",
+            "",
+            f"{persist['events']:,} valid v1 events preloaded with pipelined XADD "
+            f"({_num(persist['preload_seconds']):.1f} s), then one persister started and "
+            "timed until `persister_events_persisted_total` reached them all. Ceiling: a bare "
+            "`COPY` of the same number of rows into a temporary copy of `score_events`, in "
+            "transactions of 1,000, from one connection. Lag: events appended straight to the "
+            "stream at a steady rate; lag = now - when the oldest not-yet-persisted event was "
+            "appended, sampled every 0.25 s (first fifth skipped).",
+            "",
+            _table(
+                ["measure", "value", "ratio to ceiling"],
+                [
+                    [
+                        "COPY ceiling",
+                        f"{_num(persist['copy_ceiling_per_second']):,.0f} rows/s",
+                        "1.00x",
+                    ],
+                    [
+                        "drain, whole (from start)",
+                        f"{_num(persist['events_per_second']):,.0f} events/s",
+                        f"{whole / ceiling:.2f}x",
+                    ],
+                    [
+                        "drain, steady (10-90 %)",
+                        f"{_num(persist['events_per_second_steady']):,.0f} events/s",
+                        f"{_num(persist['ratio']):.2f}x",
+                    ],
+                    [
+                        f"lag at {lag['rate']:,.0f}/s for {lag['seconds']:.0f} s",
+                        f"p50 {_num(lag['lag_p50_s']):.2f} s, p99 {_num(lag['lag_p99_s']):.2f} s, "
+                        f"max {_num(lag['lag_max_s']):.2f} s",
+                        "",
+                    ],
+                ],
+            ),
+        ]
+    if findings.strip():
+        parts += ["", findings.strip()]
+    return "\n".join(parts) + "\n"
