@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from shared.board import Entry, entries_from_reply
 from shared.keys import BoardKeys
-from shared.redisconn import lua
+from shared.redisconn import RedisClient, lua
 
 _TOP = lua("shared", "top")
 
 
 class BoardReader:
-    def __init__(self, redis: Redis, keys: BoardKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: BoardKeys) -> None:
         self._keys = keys
         self._top = redis.register_script(_TOP)
 

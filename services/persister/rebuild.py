@@ -17,11 +17,10 @@ import sys
 from typing import TextIO
 
 import asyncpg
-from redis.asyncio import Redis
 
 from shared.board import encode_member
 from shared.keys import BoardKeys
-from shared.redisconn import connect, lua
+from shared.redisconn import RedisClient, connect, lua
 from shared.settings import SharedSettings
 
 CHUNK = 5000
@@ -71,7 +70,7 @@ async def rebuild(
         await redis.aclose()
 
 
-async def _stage(redis: Redis, keys: BoardKeys, rows: list[asyncpg.Record]) -> int:
+async def _stage(redis: RedisClient, keys: BoardKeys, rows: list[asyncpg.Record]) -> int:
     ranked = [r for r in rows if not r["banned"]]
     banned = [r for r in rows if r["banned"]]
     async with redis.pipeline(transaction=False) as pipe:

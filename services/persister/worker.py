@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.persister import metrics
@@ -41,6 +40,7 @@ from services.persister.batch import (
 from services.persister.settings import PersisterSettings
 from services.persister.store import EventStore, Written, is_data_error
 from shared.keys import BoardKeys
+from shared.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Backoff:
 
 
 class Persister:
-    def __init__(self, settings: PersisterSettings, redis: Redis, store: EventStore) -> None:
+    def __init__(self, settings: PersisterSettings, redis: RedisClient, store: EventStore) -> None:
         self.settings = settings
         self.redis = redis
         self.store = store

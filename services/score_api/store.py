@@ -6,13 +6,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
 from shared.keys import BoardKeys
-from shared.redisconn import lua
+from shared.redisconn import RedisClient, lua
 
 _AWARD = lua("services.score_api", "award")
 _RANK = lua("services.score_api", "rank")
@@ -74,7 +72,7 @@ def new_event_id(now_ms: int) -> str:
 
 
 class ScoreStore:
-    def __init__(self, redis: Redis, keys: BoardKeys, idempotency_ttl: int) -> None:
+    def __init__(self, redis: RedisClient, keys: BoardKeys, idempotency_ttl: int) -> None:
         self.redis = redis
         self.keys = keys
         self.reader = BoardReader(redis, keys)
