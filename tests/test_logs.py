@@ -8,10 +8,13 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
+from services.persister.migrate import migrate
 from services.score_api.settings import ApiSettings
 from shared.logs import JsonFormatter
 from shared.tokens import issue
+from tests.persister_fixtures import drain, open_worker, running_api
 from tests.support import api_process
 
 
@@ -70,3 +73,29 @@ async def test_api_logs_json_lines_carrying_the_request_id(
     [award] = [e for e in lines if e.get("request_id") == "trace-me-42"]
     assert award["event_id"] == response.json()["event_id"]
     assert token not in log_file.read_text()
+
+
+async def test_persister_logs_each_stored_event_with_its_request_id(
+    redis_url: str, database_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await migrate(database_url)
+    async with (
+        running_api(redis_url, key_prefix) as api,
+        open_worker(redis_url, database_url, key_prefix) as worker,
+    ):
+        token = issue(api.settings, "alice")
+        response = await api.http.post(
+            "/api/score",
+            json={"action": "quest_complete"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": "k1",
+                "X-Request-ID": "follow-me-7",
+            },
+        )
+        with caplog.at_level(logging.DEBUG, logger="services.persister"):
+            await drain(worker)
+    [stored] = [r for r in caplog.records if getattr(r, "request_id", None) == "follow-me-7"]
+    assert getattr(stored, "event_id", None) == response.json()["event_id"]
+    line = orjson.loads(JsonFormatter().format(stored))
+    assert (line["request_id"], line["user_id"]) == ("follow-me-7", "alice")

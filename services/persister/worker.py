@@ -234,6 +234,29 @@ class Persister:
         done = [sid for sid in batch.stored_ids if sid not in failed]
         if done:
             await self.redis.xack(self.stream, self.group, *done)
+        if log.isEnabledFor(logging.DEBUG):
+            # One line per stored event, so a request can be followed from the API to here.
+            for row in batch.rows:
+                if row.stream_id not in failed:
+                    log.debug(
+                        "stored %s",
+                        row.type,
+                        extra={
+                            "event_id": row.event_id,
+                            "request_id": row.request_id,
+                            "user_id": row.user_id,
+                            "stream_id": row.stream_id,
+                        },
+                    )
+        if batch.rows:
+            log.info(
+                "batch stored",
+                extra={
+                    "entries": len(entries),
+                    "new": written.inserted,
+                    "duplicates": written.duplicates,
+                },
+            )
         metrics.PERSISTED.inc(written.inserted)
         metrics.DUPLICATES.inc(written.duplicates + len(batch.repeats))
         if refused:
