@@ -46,3 +46,19 @@ def test_every_test_file_the_readme_cites_exists() -> None:
     assert cited
     missing = sorted(path for path in cited if not (ROOT / path).exists())
     assert missing == []
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    named = re.findall(r"`?(tests/test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)", README)
+    named += [
+        (path, test)
+        for path, tests in re.findall(
+            r"(tests/test_[a-z0-9_]+\.py)::test_[a-z0-9_]+((?:`, `::test_[a-z0-9_]+)+)", README
+        )
+        for test in re.findall(r"::(test_[a-z0-9_]+)", tests)
+    ]
+    assert named
+    missing = [
+        f"{path}::{test}" for path, test in named if f"def {test}(" not in (ROOT / path).read_text()
+    ]
+    assert missing == []
