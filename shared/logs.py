@@ -49,3 +49,6 @@ def configure(level: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # websockets logs every connection and probe at INFO: per-client noise unless debugging.
+    if root.level > logging.DEBUG:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
