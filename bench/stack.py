@@ -28,6 +28,7 @@ from types import TracebackType
 import asyncpg
 import orjson
 
+import devstack.run
 from devstack.servers import Server, free_port, start_postgres, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,19 +215,7 @@ class Stack:
 
 def wait_ready(service: Service, timeout: float = 60.0) -> None:
     assert service.proc is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            tail = service.log.read_text()[-3000:] if service.log else ""
-            raise RuntimeError(f"{service.name} exited with {service.proc.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(f"{service.url}/readyz", timeout=1) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{service.name} not ready on {service.url} within {timeout:.0f} s")
+    devstack.run.wait_ready(service.name, service.url, service.proc, timeout, service.log)
 
 
 def metric(service: Service, name: str) -> float:

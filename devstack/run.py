@@ -69,19 +69,27 @@ def ensure_database(server_url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{DATABASE}"))
 
 
-def wait_ready(service: Service, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_ready(
+    name: str,
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 30.0,
+    log: Path | None = None,
+) -> None:
+    """Poll ``url``/readyz until it answers 200; fail early (with the log's tail) if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with code {proc.returncode}")
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{name} exited with code {proc.returncode}\n{tail}")
         try:
-            with urllib.request.urlopen(f"{service.url}/readyz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:  # noqa: S310
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{service.name} was not ready on {service.url} within {timeout:.0f} s")
+    raise RuntimeError(f"{name} was not ready on {url} within {timeout:.0f} s")
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             for service in services:
                 proc = subprocess.Popen([sys.executable, "-m", service.module], env=env, cwd=ROOT)
                 procs.append(proc)
-                wait_ready(service, proc)
+                wait_ready(service.name, service.url, proc)
                 say(f"{service.name} ready on {service.url}")
             print_welcome(services)
             while not stop_requested and all(p.poll() is None for p in procs):
