@@ -45,7 +45,15 @@ from shared.redisconn import RedisClient
 log = logging.getLogger(__name__)
 
 # What a lost or refusing PostgreSQL raises; data errors among them are handled per row.
-PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's connection state machine breaks when the server goes away
+# mid-operation (seen when PostgreSQL shuts down under load); a fresh connection recovers.
+PG_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 DEAD_LETTER_MAXLEN = 100_000
 MAX_TRIM_READ = 10_000  # entries trimmed per pass at most
 
