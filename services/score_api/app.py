@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,21 @@ from starlette.staticfiles import StaticFiles
 
 from services.score_api import validation
 from services.score_api.actions import UnknownAction
+from services.score_api.boardcache import BoardCache
+from services.score_api.follower import StreamFollower
 from services.score_api.jwks import KeySource
-from services.score_api.metrics import ACCEPTED, DUPLICATES, REJECTIONS, MetricsMiddleware
+from services.score_api.metrics import (
+    ACCEPTED,
+    BOARD_CACHE_HITS,
+    BOARD_CACHE_MISSES,
+    DUPLICATES,
+    REJECTIONS,
+    RequestMiddleware,
+)
 from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
 from services.score_api.ratelimit import policy_header, ratelimit_header, retry_after_seconds
-from services.score_api.requestid import MAX_USER_AGENT, RequestIdMiddleware
+from services.score_api.requestid import MAX_USER_AGENT
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, AwardResult, ScoreStore
 from services.score_api.tokencache import TokenCache
@@ -61,6 +71,26 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+class EncodedJson(Response):
+    """A 200 application/json response of bytes already encoded (a cached board page)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+
+
+# Statuses of the award script after which the board may differ from what this process last
+# read: "new" changed it, "duplicate" may answer a write another replica made moments ago.
+BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
+
+
 class ScoreApi:
     """Holds the wiring of one app instance; handlers are its methods."""
 
@@ -80,6 +110,11 @@ class ScoreApi:
         self.policy = policy_header(self.user_limits + self.ip_limits)
         keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
         self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds)
+        self.board_cache = BoardCache(settings.api_board_cache_seconds)
+        self.follower: StreamFollower | None = None
+        if settings.api_board_cache_seconds > 0:
+            timeout = settings.redis_timeout_seconds
+            self.follower = StreamFollower(settings.redis_url, keys, self.board_cache, timeout)
 
     async def authenticate(self, request: Request, scope: str) -> Claims:
         header = request.headers.get("authorization", "")
@@ -138,7 +173,11 @@ class ScoreApi:
         try:
             result = await self.store.award(award)
         except RedisError:
+            # The script may still have run: this replica's own writes are visible at once.
+            self.board_cache.invalidate()
             raise redis_unavailable() from None
+        if result.status in BOARD_MAY_HAVE_CHANGED:
+            self.board_cache.invalidate()
         log.debug(
             "award %s",
             result.status,
@@ -177,7 +216,10 @@ class ScoreApi:
         try:
             changed, score = await self.store.moderate(op, user_id, ip, extras)
         except RedisError:
+            self.board_cache.invalidate()
             raise redis_unavailable() from None
+        # Even unchanged: the ban may have been made by another replica moments ago.
+        self.board_cache.invalidate()
         state = "banned" if op == "ban" else "active"
         return json_response(
             {"user_id": user_id, "status": state, "changed": changed, "score": score}
@@ -185,11 +227,23 @@ class ScoreApi:
 
     async def score_board(self, request: Request) -> Response:
         limit, offset = validation.paging(request.query_params)
+        cache = self.board_cache
+        now = time.monotonic()
+        body = cache.get(limit, offset, now)
+        if body is not None:
+            BOARD_CACHE_HITS.inc()
+            return EncodedJson(body)
+        BOARD_CACHE_MISSES.inc()
+        # Noted before the read: an invalidation during it means the page may be stale.
+        generation = cache.generation
         try:
             entries, total = await self.store.reader.page(offset, limit)
         except RedisError:
+            cache.invalidate()
             raise redis_unavailable() from None
-        return json_response({"board": [e.as_dict() for e in entries], "total": total})
+        body = orjson.dumps({"board": [e.as_dict() for e in entries], "total": total})
+        cache.put(limit, offset, body, generation, now)
+        return EncodedJson(body)
 
     async def user_rank(self, request: Request) -> Response:
         user_id = validation.user_id(request.path_params["user_id"])
@@ -304,10 +358,19 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if await api.key_source.refresh(force=True):
             api.use_public_keys()
+        follower = api.follower
+        task = asyncio.create_task(follower.run()) if follower else None
         try:
             yield
         finally:
-            await api.redis.aclose()
+            try:
+                if task:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            finally:
+                if follower:
+                    await follower.aclose()
+                await api.redis.aclose()
 
     routes = [
         Route("/api/score", api.post_score, methods=["POST"]),
@@ -325,7 +388,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware), Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestMiddleware)],
         exception_handlers={Problem: problem_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )

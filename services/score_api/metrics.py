@@ -1,4 +1,8 @@
-"""Prometheus metrics of the score API and the ASGI middleware that records requests."""
+"""Prometheus metrics of the score API and the one ASGI middleware every request passes.
+
+``RequestMiddleware`` does, in a single layer, what each request needs around the app: its
+``X-Request-ID`` (``services.score_api.requestid``) and its count and latency by route name.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import time
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.score_api.requestid import REQUEST_ID_HEADER, request_id
 
 REQUESTS = Counter("score_api_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -17,31 +23,56 @@ LATENCY = Histogram(
 ACCEPTED = Counter("score_api_updates_accepted_total", "Score updates applied")
 DUPLICATES = Counter("score_api_updates_duplicate_total", "Replays answered from idempotency")
 REJECTIONS = Counter("score_api_rejections_total", "Refused requests", ["reason"])
+BOARD_CACHE = Counter(
+    "score_api_board_cache_total", "GET /api/score-board answered from the cache or not", ["result"]
+)
+BOARD_CACHE_HITS = BOARD_CACHE.labels("hit")
+BOARD_CACHE_MISSES = BOARD_CACHE.labels("miss")
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request by route name (not raw path, to bound label cardinality)."""
+class RequestMiddleware:
+    """X-Request-ID (accepted, generated, echoed; in ``request.state.request_id``) and
+    request metrics by route name (not raw path, to bound label cardinality)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Label children by (route, method, status): prometheus_client's labels() takes a
+        # lock and rebuilds the key on every call. Bounded by the same label sets.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        header = None
+        for key, value in scope["headers"]:
+            if key == REQUEST_ID_HEADER:
+                header = value.decode("latin-1")
+                break
+        rid = request_id(header)
+        scope.setdefault("state", {})["request_id"] = rid
+        echoed = (REQUEST_ID_HEADER, rid.encode("latin-1"))
         status = 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # A new list: a response may hand out the same header list to many requests.
+                headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
+                headers.append(echoed)
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", "unmatched")
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - start)
+            route = getattr(scope.get("endpoint"), "__name__", "unmatched")
+            labels = (route, scope["method"], status)
+            children = self._children.get(labels)
+            if children is None:
+                children = REQUESTS.labels(route, labels[1], str(status)), LATENCY.labels(route)
+                self._children[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
