@@ -13,6 +13,7 @@ dead-letters such entries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 EVENT_VERSION = "1"
@@ -39,8 +40,14 @@ class ScoreEvent:
     extras: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_fields(cls, raw: dict[bytes, bytes] | dict[str, str]) -> ScoreEvent:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+    def from_fields(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> ScoreEvent:
+        # Runs once per persisted event: decode each field once, on the fast path for bytes.
+        try:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+        except AttributeError:  # already text
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+        except UnicodeDecodeError:
+            raise EventError("a field is not valid UTF-8") from None
         if fields.get("v") != EVENT_VERSION:
             raise EventError(f"unsupported event version {fields.get('v')!r}")
         try:

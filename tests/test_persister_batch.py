@@ -94,6 +94,20 @@ def test_missing_required_field_and_deleted_entry_are_refused() -> None:
     ]
 
 
+def test_an_entry_that_is_not_utf8_is_refused() -> None:
+    bad = fields("e2") | {b"name": b"\xff\xfe"}
+    batch = parse([entry("1-0"), StreamEntry("2-0", bad)])
+    assert [r.stream_id for r in batch.rows] == ["1-0"]
+    assert [(r.stream_id, r.error) for r in batch.refused] == [
+        ("2-0", "a field is not valid UTF-8")
+    ]
+
+
+def test_text_fields_parse_like_bytes() -> None:
+    text = {k.decode(): v.decode() for k, v in fields().items()}
+    assert parse([StreamEntry("1-0", text)]).rows == parse([entry("1-0")]).rows  # type: ignore[arg-type]
+
+
 def test_a_repeated_event_id_in_one_batch_is_kept_once_and_acknowledged() -> None:
     batch = parse([entry("1-0"), entry("2-0"), entry("3-0", "e3")])
     assert [r.stream_id for r in batch.rows] == ["1-0", "3-0"]

@@ -23,6 +23,7 @@ from tests.persister_fixtures import (
     Api,
     assert_consistent,
     drain,
+    event_count,
     open_worker,
     running_api,
     wait_until,
@@ -172,6 +173,27 @@ async def test_an_entry_postgres_refuses_is_isolated_from_its_batch(
     dead: Any = await redis_client.xrange(api.keys.dead_letters)
     [(_, fields)] = dead
     assert b"CheckViolation" in fields[b"dead_error"]
+    await assert_consistent(redis_client, api.keys, database_url, api.accepted)
+
+
+async def test_the_next_batch_read_while_one_commits_is_stored_then_acknowledged(
+    api: Api, make_worker: WorkerFactory, redis_client: redis.asyncio.Redis, database_url: str
+) -> None:
+    worker = await make_worker(persister_batch_size=10, persister_claim_idle_ms=3_600_000)
+    await worker.ensure_group()
+    await api.load(30)
+    assert await worker.step() == 10
+    # The second batch was read (it is pending) while the first committed, but not stored.
+    assert await event_count(database_url) == 10
+    assert (await redis_client.xpending(api.keys.stream, "persister"))["pending"] == 10
+    assert await worker.step() == 10  # the batch read ahead, stored without another read
+    assert await event_count(database_url) == 20
+    assert (await redis_client.xpending(api.keys.stream, "persister"))["pending"] == 10
+    # stop() with a batch read ahead: run() stores and acknowledges it before returning.
+    worker.stop()
+    await worker.run()
+    assert await event_count(database_url) == 30
+    assert (await redis_client.xpending(api.keys.stream, "persister"))["pending"] == 0
     await assert_consistent(redis_client, api.keys, database_url, api.accepted)
 
 

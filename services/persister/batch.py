@@ -9,10 +9,10 @@ a redelivered event never adds twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.events import EventError, ScoreEvent
 
@@ -29,9 +29,8 @@ class StreamEntry:
     fields: Mapping[bytes, bytes] | None
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One ``score_events`` row."""
+class EventRow(NamedTuple):
+    """One ``score_events`` row (a tuple: built once per event, so it must be cheap)."""
 
     event_id: str
     stream_id: str
@@ -101,24 +100,23 @@ def parse(entries: Iterable[StreamEntry]) -> Batch:
 
 
 def parse_entry(entry: StreamEntry) -> EventRow:
-    """The row for one entry, dispatching on its ``type``; ``EventError`` if it has none."""
+    """The row for one entry (the format is ``shared.events``'); ``EventError`` if it is not a
+    storable event. Runs for every persisted event, so it builds the row in one step."""
     if entry.fields is None:
         raise EventError("the entry was deleted from the stream before it was persisted")
-    event = ScoreEvent.from_fields(dict(entry.fields))
-    build = ROW_BUILDERS.get(event.type)
-    if build is None:
+    event = ScoreEvent.from_fields(entry.fields)
+    if event.type not in EVENT_TYPES:
         raise EventError(f"unknown event type {event.type!r}")
-    return build(event, entry.stream_id)
-
-
-def _score_row(event: ScoreEvent, stream_id: str) -> EventRow:
+    if event.points and event.type in MODERATION_TYPES:
+        raise EventError(f"a {event.type} event carries no points")
     if not _EVENT_ID.match(event.event_id):
         raise EventError("event_id must be 1..64 characters of [0-9A-Za-z_-]")
-    for name, number in (("points", event.points), ("score", event.score), ("seq", event.seq)):
+    for label, number in (("points", event.points), ("score", event.score), ("seq", event.seq)):
         if not -BIGINT_MAX <= number <= BIGINT_MAX:
-            raise EventError(f"{name} is out of range")
-    texts = [event.user_id, event.name, event.action, event.idempotency_key, event.client_ip]
-    for text in [*texts, *event.extras.values()]:
+            raise EventError(f"{label} is out of range")
+    extras = event.extras
+    texts = (event.user_id, event.name, event.action, event.idempotency_key, event.client_ip)
+    for text in (*texts, *extras.values()):
         # PostgreSQL text cannot hold NUL; a huge field is a bug or an attack, not a score.
         if "\x00" in text or len(text) > MAX_TEXT:
             raise EventError("a text field contains NUL or is too long")
@@ -127,41 +125,32 @@ def _score_row(event: ScoreEvent, stream_id: str) -> EventRow:
     except (OverflowError, OSError, ValueError):
         raise EventError("ts is out of range") from None
     return EventRow(
-        event_id=event.event_id,
-        stream_id=stream_id,
-        seq=event.seq,
-        type=event.type,
-        user_id=event.user_id,
-        name=event.name or event.user_id,
-        action=event.action,
-        points=event.points,
-        score_after=event.score,
-        idempotency_key=event.idempotency_key,
-        client_ip=event.client_ip,
-        created_at=created,
-        request_id=event.extras.get("request_id"),
-        user_agent=event.extras.get("user_agent"),
-        jti=event.extras.get("jti"),
-        iss=event.extras.get("iss"),
-        moderator=event.extras.get("by"),
+        event.event_id,
+        entry.stream_id,
+        event.seq,
+        event.type,
+        event.user_id,
+        event.name or event.user_id,
+        event.action,
+        event.points,
+        event.score,
+        event.idempotency_key,
+        event.client_ip,
+        created,
+        extras.get("request_id"),
+        extras.get("user_agent"),
+        extras.get("jti"),
+        extras.get("iss"),
+        extras.get("by"),
     )
 
 
-def _moderation_row(event: ScoreEvent, stream_id: str) -> EventRow:
-    if event.points != 0:
-        raise EventError(f"a {event.type} event carries no points")
-    return _score_row(event, stream_id)
-
-
 # The one place that knows event types: a type missing here is refused (and dead-lettered).
-ROW_BUILDERS: dict[str, Callable[[ScoreEvent, str], EventRow]] = {
-    "score": _score_row,
-    "ban": _moderation_row,
-    "unban": _moderation_row,
-}
 # Types whose points count towards ``users.score``.
 SCORING_TYPES = frozenset({"score"})
+# Types that set a user's ban state and carry no points.
 MODERATION_TYPES = frozenset({"ban", "unban"})
+EVENT_TYPES = SCORING_TYPES | MODERATION_TYPES
 
 
 @dataclass(frozen=True, slots=True)

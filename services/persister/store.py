@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 
 _INSERT_EVENTS = """
 INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name, action, points,
-    score_after, idempotency_key, client_ip, request_id, user_agent, jti, iss, created_at,
+    score_after, idempotency_key, client_ip, created_at, request_id, user_agent, jti, iss,
     moderator)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::text[], $15::text[], $16::timestamptz[], $17::text[])
+    $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[],
+    $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
@@ -171,23 +171,6 @@ class EventStore:
             await conn.fetchval("SELECT 1")
 
 
-def _event_columns(rows: Sequence[EventRow]) -> list[list[object]]:
-    return [
-        [r.event_id for r in rows],
-        [r.stream_id for r in rows],
-        [r.seq for r in rows],
-        [r.type for r in rows],
-        [r.user_id for r in rows],
-        [r.name for r in rows],
-        [r.action for r in rows],
-        [r.points for r in rows],
-        [r.score_after for r in rows],
-        [r.idempotency_key for r in rows],
-        [r.client_ip for r in rows],
-        [r.request_id for r in rows],
-        [r.user_agent for r in rows],
-        [r.jti for r in rows],
-        [r.iss for r in rows],
-        [r.created_at for r in rows],
-        [r.moderator for r in rows],
-    ]
+def _event_columns(rows: Sequence[EventRow]) -> list[tuple[object, ...]]:
+    """One array per column, in ``EventRow`` order (the order of ``_INSERT_EVENTS``)."""
+    return list(zip(*rows, strict=True))

@@ -7,7 +7,10 @@ database ignores an ``event_id`` it already has, so the effect is exactly once. 
    then entries idle too long at any consumer (XAUTOCLAIM), then new ones (XREADGROUP ``>``);
 2. one PostgreSQL transaction for the batch, retried with capped backoff while the database is
    away; XACK after the commit; refused entries stay pending until their delivery count
-   reaches ``persister_max_attempts``, then go to the dead-letter stream;
+   reaches ``persister_max_attempts``, then go to the dead-letter stream. While the batch
+   commits, the next new entries are read (without blocking) and parsed, so Redis, PostgreSQL
+   and Python work overlap; that batch is the next pass's, and is acknowledged only after its
+   own commit;
 3. now and then: trim the stream below the oldest unpersisted entry (keeping a tail for the
    gateways), save that position in PostgreSQL, and update the lag gauges.
 """
@@ -56,6 +59,15 @@ PG_ERRORS = (
 )
 DEAD_LETTER_MAXLEN = 100_000
 MAX_TRIM_READ = 10_000  # entries trimmed per pass at most
+# The id of the n-th oldest entry (the last of ``XRANGE - + COUNT n``), or nil when there is
+# none. In a script so that only one id, not n whole entries, crosses the network and is
+# decoded: reading them was a tenth of the persister's CPU while it catches up.
+_NTH_ID = """
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])
+local last = entries[#entries]
+if last then return last[1] end
+return false
+"""
 
 
 class Backoff:
@@ -85,12 +97,15 @@ class Persister:
         self.group = settings.persister_group
         self.consumer = settings.persister_consumer
         self.stopping = asyncio.Event()
+        self._nth_id = redis.register_script(_NTH_ID)
         self._group_ready = False
         self._own_done = False  # own pending entries re-read since (re)connecting
         self._own_cursor = "0"
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._next_trim = 0.0
+        # Entries read ahead during the last pass (delivered to us, pending, not yet stored).
+        self._ahead: tuple[list[StreamEntry], Batch] | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -105,30 +120,68 @@ class Persister:
             except RedisError as exc:
                 metrics.RETRIES.labels("redis").inc()
                 self._reread_own()  # after reconnecting, first finish what we hold
+                self._ahead = None  # pending: re-read with the rest
                 if "NOGROUP" in str(exc):
                     self._group_ready = False
                 delay = backoff.next()
                 log.warning("redis: %s: %s; retrying in %.2fs", type(exc).__name__, exc, delay)
                 await self._pause(delay)
+        if self._ahead is not None:
+            # Read ahead just before stop(): those entries are in hand too, so finish them.
+            entries, batch = self._ahead
+            self._ahead = None
+            try:
+                await self._store(entries, batch)
+            except RedisError as exc:
+                log.warning(
+                    "redis: %s: %s; %d entries stay pending", type(exc).__name__, exc, len(entries)
+                )
 
     async def step(self) -> int:
         """One pass; returns how many entries it processed."""
         if not self._group_ready:
             await self.ensure_group()
-        try:
-            entries = await self._fetch()
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            log.warning("consumer group %s vanished (Redis lost data?)", self.group)
-            await self.ensure_group()
-            entries = await self._fetch()
+        batch: Batch | None = None
+        if self._ahead is not None:
+            (entries, batch), self._ahead = self._ahead, None
+        else:
+            try:
+                entries = await self._fetch()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group %s vanished (Redis lost data?)", self.group)
+                await self.ensure_group()
+                entries = await self._fetch()
         if entries:
-            await self.process(entries)
+            await self._store_reading_ahead(entries, batch or parse(entries))
         if time.monotonic() >= self._next_trim:
             self._next_trim = time.monotonic() + self.settings.persister_trim_interval_ms / 1000
             await self.trim()
         return len(entries)
+
+    async def _store_reading_ahead(self, entries: list[StreamEntry], batch: Batch) -> None:
+        """Store a batch while reading (and parsing) the next one, when that is what the next
+        pass would read anyway: new entries, with no own pending entries to re-read and no
+        reclaim due."""
+        if self.stopping.is_set() or not self._own_done or time.monotonic() >= self._next_claim:
+            await self._store(entries, batch)
+            return
+        ahead = asyncio.create_task(self._read_ahead())
+        try:
+            await self._store(entries, batch)
+        except BaseException:
+            # Whatever it read stays pending: re-read after a Redis error (``_reread_own``),
+            # redelivered after a crash or a cancelled shutdown.
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
+            raise
+        self._ahead = await ahead
+
+    async def _read_ahead(self) -> tuple[list[StreamEntry], Batch] | None:
+        entries = await self._read(">", block=False)
+        return (entries, parse(entries)) if entries else None
 
     async def _fetch(self) -> list[StreamEntry]:
         entries: list[StreamEntry] = []
@@ -159,6 +212,7 @@ class Persister:
                 if "BUSYGROUP" not in str(exc):
                     raise
         self._group_ready = True
+        self._ahead = None  # read from the group as it was; the pending list says what is left
         self._reread_own()
 
     def _reread_own(self) -> None:
@@ -186,14 +240,14 @@ class Persister:
             log.warning("no checkpoint from postgres (%s); the group starts at 0", exc)
         return "0"
 
-    async def _read(self, start: str) -> list[StreamEntry]:
-        block = self.settings.persister_block_ms if start == ">" else None
+    async def _read(self, start: str, block: bool = True) -> list[StreamEntry]:
+        wait = self.settings.persister_block_ms if start == ">" and block else None
         reply: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             {self.stream: start},
             count=self.settings.persister_batch_size,
-            block=block,
+            block=wait,
         )
         if not reply:
             return []
@@ -234,8 +288,10 @@ class Persister:
 
     async def process(self, entries: Sequence[StreamEntry]) -> Written:
         """Store one batch, acknowledge what is stored, dead-letter what keeps failing."""
+        return await self._store(entries, parse(entries))
+
+    async def _store(self, entries: Sequence[StreamEntry], batch: Batch) -> Written:
         metrics.BATCH_SIZE.observe(len(entries))
-        batch = parse(entries)
         written = await self._write(batch)
         refused = batch.refused + written.refused
         failed = {r.stream_id for r in refused}
@@ -373,8 +429,8 @@ class Persister:
         excess = min(length - tail, MAX_TRIM_READ)
         if excess <= 0:
             return "0-0"
-        oldest: Any = await self.redis.xrange(self.stream, "-", "+", count=excess)
-        return next_stream_id(_text(oldest[-1][0])) if oldest else "0-0"
+        last: Any = await self._nth_id(keys=[self.stream], args=[excess])
+        return next_stream_id(_text(last)) if last else "0-0"
 
     async def _publish_lag(
         self, pending: int, pending_min: str | None, last: str, lag: object
