@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,8 +29,8 @@ from shared.settings import TokenSettings
 from shared.tokens import issue
 from tests.gateway_fixtures import GatewayProcess
 from tests.gateway_fixtures import wait_until as wait_for
-from tests.persister_fixtures import assert_consistent, persisters, wait_ready, wait_until
-from tests.support import free_port
+from tests.persister_fixtures import assert_consistent, persisters, wait_ready
+from tests.support import api_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTIONS = {"quest_complete": 10, "level_up": 25}  # no cooldowns
@@ -41,47 +38,6 @@ UPDATES = 400
 USERS = 25
 CONCURRENCY = 16
 CLIENTS_PER_GATEWAY = 4
-
-
-@dataclass
-class ApiProcess:
-    """``python -m services.score_api`` as a child process, and an HTTP client of it."""
-
-    port: int
-    log: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.score_api"],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def wait_ready(self, http: httpx.AsyncClient) -> None:
-        async def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the API exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(f"{self.url}/readyz")).status_code == 200
-            return False
-
-        await wait_until(ready, f"the API on {self.url} to be ready")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @dataclass
@@ -225,40 +181,30 @@ async def test_two_of_each_service_persist_once_and_every_client_converges(
 ) -> None:
     await migrate(database_url)
     keys = BoardKeys(key_prefix, "global")
-    api_env = os.environ | {
-        "REDIS_URL": redis_url,
+    api_env = {
         "DATABASE_URL": database_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "API_HOST": "127.0.0.1",
         "ACTIONS": json.dumps(ACTIONS),
-        "RATE_LIMIT_USER_PER_SECOND": "0",
-        "RATE_LIMIT_USER_PER_MINUTE": "0",
-        "RATE_LIMIT_IP_PER_SECOND": "0",
         "REDIS_TIMEOUT_SECONDS": "5",
         "LOG_LEVEL": "WARNING",
     }
-    apis = [
-        ApiProcess(port, tmp_path / f"api-{i}.log", api_env | {"API_PORT": str(port)})
-        for i, port in enumerate((free_port(), free_port()))
-    ]
     async with AsyncExitStack() as stack:
-        for api in apis:
-            stack.callback(api.kill)  # whatever happens below, no process outlives the test
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
         spawn = await stack.enter_async_context(
             persisters(tmp_path, redis_url, database_url, key_prefix)
         )
-        for api in apis:
-            api.start()
         workers = [spawn("p1"), spawn("p2")]
+        apis = [
+            await stack.enter_async_context(
+                api_process(redis_url, key_prefix, tmp_path / f"api-{i}.log", **api_env)
+            )
+            for i in range(2)
+        ]
         gateways = [
             await stack.enter_async_context(
                 gateway(redis_url, key_prefix, tmp_path / f"gateway-{i}.log")
             )
             for i in range(2)
         ]
-        for api in apis:
-            await api.wait_ready(http)
         for worker in workers:
             await wait_ready(worker)
 
@@ -269,14 +215,12 @@ async def test_two_of_each_service_persist_once_and_every_client_converges(
         ]
 
         async def board() -> list[dict[str, object]]:
-            boards = [
-                (await http.get(f"{api.url}/api/score-board")).json()["board"] for api in apis
-            ]
+            boards = [(await http.get(f"{api}/api/score-board")).json()["board"] for api in apis]
             assert boards[0] == boards[1]  # both replicas read the same board
             return [dict(e) for e in boards[0]]
 
         player = Player(http, TokenSettings())
-        await player.load([api.url for api in apis], UPDATES)
+        await player.load(apis, UPDATES)
         accepted = player.outcome.accepted
         assert len(accepted) == UPDATES
         assert player.outcome.duplicates == UPDATES // 10
@@ -299,7 +243,7 @@ async def test_two_of_each_service_persist_once_and_every_client_converges(
         )
         await converged(clients, board, "the moved clients show the API's board")
         leader = (await board())[0]
-        await player.post(apis[1].url, str(leader["user_id"]), "after-failover", "level_up")
+        await player.post(apis[1], str(leader["user_id"]), "after-failover", "level_up")
         await converged(clients, board, "every client shows the update made after the failover")
         assert all(len(c.connected_to) == 1 for c in clients if c not in moved)
 
