@@ -149,10 +149,12 @@ class Follower:
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # Bounded, so a stuck close shows up as a failure of the test, never as a hang.
+        await asyncio.wait([self._task], timeout=WAIT)
+        assert self._task.done(), "the follower did not stop"
         if self.ws is not None:
-            await self.ws.close()
+            async with asyncio.timeout(WAIT):
+                await self.ws.close()
 
     async def _run(self) -> None:
         delay = 0.05

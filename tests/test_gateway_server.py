@@ -21,6 +21,7 @@ from services.score_api.settings import ApiSettings
 from shared.board import Entry
 from shared.tokens import issue
 from tests.gateway_fixtures import (
+    WAIT,
     BoardWriter,
     Follower,
     GatewayProcess,
@@ -232,10 +233,11 @@ async def test_client_that_reads_late_skips_stale_diffs_and_gets_the_latest_snap
             final = await writer.top()
             assert metric("gateway_conflated_total") > before
             received: list[object] = []
-            while view.board != final:
-                message = decode_message(await late.recv())
-                received.append(message)
-                assert view.receive(message)
+            async with asyncio.timeout(WAIT):  # a bound, so a miss fails instead of hanging
+                while view.board != final:
+                    message = decode_message(await late.recv())
+                    received.append(message)
+                    assert view.receive(message)
         assert any(isinstance(m, Snapshot) for m in received)  # conflated: a fresh snapshot
         assert len(received) < gateway.fanout.version
 

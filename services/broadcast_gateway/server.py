@@ -45,6 +45,8 @@ from services.broadcast_gateway.settings import GatewaySettings
 from shared.netaddr import client_ip, parse_networks
 
 log = logging.getLogger(__name__)
+# After the shutdown deadline: how long background loops and Redis clients get to stop.
+STOP_SECONDS = 2.0
 
 
 def origin_allowed(origin: str | None, allowed: list[str], allow_missing: bool) -> bool:
@@ -271,8 +273,14 @@ class Gateway:
             finally:
                 for task in loops:
                     task.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
-                await self.feed.aclose()
+                # Bounded: a loop or a client stuck inside a library call must not keep the
+                # process past its shutdown deadline.
+                _, stuck = await asyncio.wait(loops, timeout=STOP_SECONDS)
+                if stuck:
+                    log.warning("%d background tasks did not stop in time", len(stuck))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_SECONDS):
+                        await self.feed.aclose()
 
     async def shutdown(self) -> None:
         """Stop accepting, close clients with 1012 in batches, finish within the deadline."""
