@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Gauge("gateway_connections", "Open WebSocket connections")
 MESSAGES = Counter("gateway_messages_sent_total", "Messages written to clients", ["type"])
-BYTES = Counter("gateway_bytes_sent_total", "Payload bytes written to clients", ["type"])
+BYTES = Counter("gateway_bytes_sent_total", "Bytes written to clients (whole frames)", ["type"])
 CLOSES = Counter(
     "gateway_closes_total",
     "Connections refused or closed, by reason",

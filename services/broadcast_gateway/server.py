@@ -37,7 +37,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from services.broadcast_gateway import metrics
-from services.broadcast_gateway.fanout import Client, Fanout, batches
+from services.broadcast_gateway.fanout import Client, Fanout, FanoutConnection, batches
 from services.broadcast_gateway.limits import IpCounter
 from services.broadcast_gateway.protocol import RateLimit, is_resync
 from services.broadcast_gateway.reader import BoardFeed
@@ -165,13 +165,16 @@ class Gateway:
 
     async def handler(self, connection: ServerConnection) -> None:
         s = self.settings
+        # The parser keeps the handshake request alive for the life of the connection; its
+        # headers (about 2.5 KiB) were only needed by process_request.
+        for handshake in (connection.request, connection.response):
+            if handshake is not None:
+                handshake.headers.clear()
         client = Client(
             connection, RateLimit(s.gateway_inbound_per_second, s.gateway_inbound_burst)
         )
-        self.fanout.clients.add(client)
+        self.fanout.add(client)  # the snapshot, as soon as the board is loaded
         metrics.CONNECTIONS.inc()
-        client.wake.set()  # the snapshot, as soon as the board is loaded
-        sender = asyncio.create_task(self._feed(client))
         reason = "client"
         try:
             async for message in connection:
@@ -182,31 +185,18 @@ class Gateway:
                     self._close(client, CloseCode.POLICY_VIOLATION, "too many messages")
                     continue
                 if is_resync(message):
-                    client.version = None
-                    client.wake.set()
+                    self.fanout.resync(client)
         except ConnectionClosed:
             reason = "error"
         finally:
-            self.fanout.clients.discard(client)
+            self.fanout.remove(client)
             metrics.CONNECTIONS.dec()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
         sent = connection.protocol.close_sent
         if client.close_reason:
             reason = client.close_reason
         elif sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
             reason = "oversize"
         metrics.CLOSES.labels(reason).inc()
-
-    async def _feed(self, client: Client) -> None:
-        try:
-            await self.fanout.feed(client)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("sender failed")
-            await self._close(client, CloseCode.INTERNAL_ERROR, "internal error")
 
     # Background loops
 
@@ -249,6 +239,7 @@ class Gateway:
             s.gateway_host,
             s.gateway_port,
             process_request=self.process_request,
+            create_connection=FanoutConnection,
             compression=None,
             max_size=s.gateway_max_message_bytes,
             max_queue=4,
