@@ -24,3 +24,14 @@ class BoardReader:
         """Entries ranked ``offset + 1 .. offset + limit`` and the number of ranked users."""
         reply = await self._top(keys=[self._keys.board, self._keys.names], args=[offset, limit])
         return entries_from_reply(reply[1:], offset + 1), int(reply[0])
+
+    async def top_at(self, limit: int) -> tuple[list[Entry], str]:
+        """The first ``limit`` entries and the ID of the last stream entry they include.
+
+        One atomic read: following the stream after that ID misses nothing and repeats
+        nothing the page already shows.
+        """
+        keys = [self._keys.board, self._keys.names, self._keys.stream]
+        reply = await self._top(keys=keys, args=[0, limit])
+        last = reply[0]
+        return entries_from_reply(reply[2:], 1), last.decode() if isinstance(last, bytes) else last

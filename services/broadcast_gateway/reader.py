@@ -1,8 +1,10 @@
 """Follow the score stream and turn "something happened" into at most one board read per tick.
 
 Events are not interpreted: any entry (score, ban, ...) only means "the board may have
-changed", so the board is re-read once per tick in which entries arrived (XREAD + one EVALSHA,
-whatever the number of clients) and diffed against the last one. That also covers removals,
+changed", so the board is re-read once per tick in which entries arrived and diffed against
+the last one. A published version costs two commands whatever the number of clients: the
+XREAD that saw the first entry, and one EVALSHA that reads the board together with the
+stream's last ID, from which the next XREAD continues. That also covers removals,
 shrinking and reordering. Every instance reads with plain XREAD, not a consumer group, because
 each must see every event.
 """
@@ -85,12 +87,7 @@ class BoardFeed:
                 await asyncio.sleep(delay)
 
     async def _load(self) -> None:
-        # Without a gap: the stream's last ID first, then the board, then the stream from that
-        # ID. An event written between the two reads is read again and causes one extra
-        # (harmless) board read; none can be missed.
-        last: Any = await self.redis.xrevrange(self.keys.stream, count=1)
-        self._last_id = last[0][0].decode() if last else "0-0"
-        board = await self._read_board()
+        board, self._last_id = await self._read_board()
         self.healthy = True
         self.fanout.reset(board)
 
@@ -105,15 +102,17 @@ class BoardFeed:
             now = loop.time()
             if now >= next_refresh:
                 pending, next_refresh = True, now + refresh
-            if pending and now >= next_read:
-                board = await self._read_board()
+            if pending:
+                # An isolated change goes at once; the next one within a tick waits for the
+                # tick, without touching Redis: whatever arrives meanwhile is in the read.
+                if now < next_read:
+                    await asyncio.sleep(next_read - now)
+                board, self._last_id = await self._read_board()
                 self.fanout.publish(board, times)
                 pending, times = False, []
-                # The next change within a tick waits for the tick; an isolated one goes now.
                 next_read = loop.time() + tick
                 continue
-            until = (next_read if pending else next_refresh) - now
-            block = max(1, min(IDLE_BLOCK_MS, round(until * 1000)))
+            block = max(1, min(IDLE_BLOCK_MS, round((next_refresh - now) * 1000)))
             reply: Any = await self.stream_redis.xread(
                 {self.keys.stream: self._last_id},
                 count=self.settings.gateway_stream_batch,
@@ -128,6 +127,8 @@ class BoardFeed:
                     if ts is not None and len(times) < MAX_DELAY_SAMPLES:
                         times.append(ts)
 
-    async def _read_board(self) -> Board:
-        entries, _total = await self.reader.page(0, self.settings.gateway_top_n)
-        return tuple(entries)
+    async def _read_board(self) -> tuple[Board, str]:
+        """The top N and the last stream entry it includes, read together: following the
+        stream from that ID can neither miss a change nor re-read one the board shows."""
+        entries, last_id = await self.reader.top_at(self.settings.gateway_top_n)
+        return tuple(entries), last_id
