@@ -103,14 +103,17 @@ class BoardFeed:
             if now >= next_refresh:
                 pending, next_refresh = True, now + refresh
             if pending:
-                # An isolated change goes at once; the next one within a tick waits for the
-                # tick, without touching Redis: whatever arrives meanwhile is in the read.
+                # Board reads start at least a tick apart: an isolated change goes at once, the
+                # next one within the tick waits for it without touching Redis (whatever
+                # arrives meanwhile is in the read). Counted from the start of the read, so
+                # the read and the broadcast do not stretch the tick: changes arriving once
+                # per tick are published one by one instead of drifting into pairs.
                 if now < next_read:
                     await asyncio.sleep(next_read - now)
+                next_read = loop.time() + tick
                 board, self._last_id = await self._read_board()
                 self.fanout.publish(board, times)
                 pending, times = False, []
-                next_read = loop.time() + tick
                 continue
             block = max(1, min(IDLE_BLOCK_MS, round((next_refresh - now) * 1000)))
             reply: Any = await self.stream_redis.xread(
