@@ -6,6 +6,9 @@ import os
 import time
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
+from services.score_api.autopipe import ScriptPipeline
 from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
@@ -78,6 +81,9 @@ class ScoreStore:
         self.reader = BoardReader(redis, keys)
         self._ttl = idempotency_ttl
         self._award = redis.register_script(_AWARD)
+        self._award_pipeline = (
+            ScriptPipeline(redis, self._award) if isinstance(redis, Redis) else None
+        )
         self._rank = redis.register_script(_RANK)
         self._ban = redis.register_script(_BAN)
 
@@ -114,7 +120,11 @@ class ScoreStore:
                 args += [limit.name, limit.quota, limit.window_ms]
         for field, value in req.extras.items():
             args += [field, value]
-        reply = [_text(v) for v in await self._award(keys=keys, args=args)]
+        if self._award_pipeline is not None:
+            raw = await self._award_pipeline(keys, args)
+        else:
+            raw = await self._award(keys=keys, args=args)
+        reply = [_text(v) for v in raw]
         return _result(req.user_id, reply)
 
     async def moderate(
