@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from services.persister import health
 from services.persister.migrate import migrate
 from services.persister.rebuild import RebuildRefused, rebuild
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "reconcile":
         return 1 if asyncio.run(reconcile(settings)) else 0
-    return asyncio.run(run(settings))
+    return uvloop.run(run(settings))  # as the other services: a cheaper event loop
 
 
 if __name__ == "__main__":
