@@ -31,8 +31,7 @@ from shared.settings import TokenSettings
 from shared.tokens import issue
 
 DRIVER_USERS = 10
-CONNECT_CONCURRENCY = 64
-SAMPLED_PER_PROCESS = 100
+FULL_GC = 'python_gc_collections_total{generation="2"}'
 
 
 # The orchestrator
@@ -181,6 +180,7 @@ def run_level(
         messages_before = metric(gateway, "gateway_messages_sent_total")
         version_before = metric(gateway, "gateway_board_version")
         broadcast_before = metric(gateway, "gateway_broadcast_seconds_sum")
+        full_gc_before = metric(gateway, FULL_GC)
         cpu_before, wall_before = cpu_seconds(gateway.pid), time.monotonic()
         for load in loads:
             load.send("START")
@@ -193,6 +193,7 @@ def run_level(
         messages_after = metric(gateway, "gateway_messages_sent_total")
         version_after = metric(gateway, "gateway_board_version")
         broadcast_after = metric(gateway, "gateway_broadcast_seconds_sum")
+        full_gc_after = metric(gateway, FULL_GC)
         results = [load.result() for load in loads]
     finally:
         for load in loads:
@@ -234,6 +235,7 @@ def run_level(
         "gateway_cpu_percent": (cpu_after - cpu_before) / window * 100,
         # Wall time of one broadcast (writing a version to every client), in the gateway.
         "broadcast_ms": (broadcast_after - broadcast_before) / changes * 1000 if changes else 0.0,
+        "gateway_full_gc": full_gc_after - full_gc_before,
         "redis_calls": {k: v for k, v in delta.items() if v},
         "redis_gateway_calls": gateway_calls,
         "redis_calls_per_change": gateway_calls / changes if changes else float("nan"),
