@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -31,6 +32,10 @@ async def run(settings: PersisterSettings) -> int:
     redis = connect(settings.redis_url, timeout=timeout, max_connections=8)
     store = await EventStore.open(settings.database_url, settings.persister_pg_timeout_seconds)
     persister = Persister(settings, redis, store)
+    # As in the API: the startup heap lives as long as the process, so full collections
+    # (frequent here: parsing makes many short-lived objects) should not walk it.
+    gc.collect()
+    gc.freeze()
     worker = asyncio.create_task(persister.run(), name="persister")
     app = health.create_app(alive=lambda: not worker.done(), ready=persister.readiness)
     server, server_task = await health.start(
