@@ -190,6 +190,7 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
                     _fmt(_num(lat["max_ms"]), 1),
                     _fmt(per_connection_kib(level, fanout["levels"][0]), 1),
                     _fmt(_num(level["gateway_cpu_percent"])),
+                    _fmt(_num(level.get("broadcast_ms", float("nan"))), 1),
                     _fmt(_num(level["connect_seconds"]), 1),
                 ]
             )
@@ -199,11 +200,13 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
             "",
             f"One gateway process; the driver POSTs big awards for 10 users at "
             f"{fanout['rate']:.0f}/s through the API for {fanout['seconds']:.0f} s per level, "
-            "so every POST changes the top 10. Clients: the `websockets` asyncio client on "
-            "uvloop in one (≤ 1,000) or two load processes, each with RLIMIT_NOFILE raised to "
+            "so every POST changes the top 10. Clients: `bench/wsload.py` (plain asyncio "
+            "protocols on uvloop) in one (≤ 1,000) or two load processes, each with "
+            "RLIMIT_NOFILE raised to "
             f"its hard limit ({fanout['fd_limit']:,}). Latency: POST sent → first frame showing "
             "its result, on ~100 sampled connections per load process. No natural ceiling "
-            "exists for fan-out on one box, so the ratio is to the 30,000 frames/s target.",
+            "exists for fan-out on one box, so the ratio is to the 30,000 frames/s target. "
+            "ms / broadcast: the gateway's wall time to write one version to every client.",
             "",
             _table(
                 [
@@ -217,6 +220,7 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
                     "max ms",
                     "KiB RSS / conn",
                     "gateway CPU %",
+                    "ms / broadcast",
                     "connect s",
                 ],
                 rows,
@@ -225,8 +229,9 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
             "## 4. Redis cost",
             "",
             "Top-level commands the gateway sent (`INFO commandstats`: `XREAD` + `EVALSHA` "
-            "minus the API's one `EVALSHA` per POST, + `PING`/`XREVRANGE`), per board version "
-            "it published and per POST, during the fan-out window.",
+            "minus the API's one `EVALSHA` per POST, + `PING`; commands run inside scripts "
+            "are not round trips and are not counted), per board version it published and per "
+            "POST, during the fan-out window.",
             "",
             _table(
                 [
