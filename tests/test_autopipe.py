@@ -4,6 +4,8 @@ errors, NOSCRIPT recovery, against real Redis servers."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio
@@ -20,10 +22,14 @@ return {redis.call('INCR', KEYS[1]), ARGV[1]}
 """
 
 
-def pipeline_on(url: str) -> tuple[redis.asyncio.Redis, ScriptPipeline]:
+@asynccontextmanager
+async def pipeline_on(url: str) -> AsyncIterator[ScriptPipeline]:
     client = connect(url)
     assert isinstance(client, redis.asyncio.Redis)
-    return client, ScriptPipeline(client, client.register_script(SCRIPT))
+    try:
+        yield ScriptPipeline(client, client.register_script(SCRIPT))
+    finally:
+        await client.aclose()
 
 
 async def connected_clients(client: redis.asyncio.Redis) -> int:
@@ -33,9 +39,8 @@ async def connected_clients(client: redis.asyncio.Redis) -> int:
 async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
-    client, pipeline = pipeline_on(redis_url)
     key = f"{key_prefix}:counter"
-    try:
+    async with pipeline_on(redis_url) as pipeline:
         await pipeline([key], ["warm-up"])  # one connection open from here on
         before = await connected_clients(redis_client)
         replies = await asyncio.gather(*(pipeline([key], [f"call{i}"]) for i in range(200)))
@@ -44,16 +49,13 @@ async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply
         assert [echo for _, echo in replies] == [f"call{i}".encode() for i in range(200)]
         assert sorted(count for count, _ in replies) == list(range(2, 202))
         assert int(await redis_client.get(key) or 0) == 201
-    finally:
-        await client.aclose()
 
 
 async def test_an_error_reply_goes_to_its_caller_only(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
-    client, pipeline = pipeline_on(redis_url)
     key = f"{key_prefix}:counter"
-    try:
+    async with pipeline_on(redis_url) as pipeline:
         results = await asyncio.gather(
             pipeline([key], ["a"]), pipeline([key], ["fail"]), pipeline([key], ["b"]),
             return_exceptions=True,
@@ -62,31 +64,29 @@ async def test_an_error_reply_goes_to_its_caller_only(
         assert isinstance(results[1], ResponseError)
         assert "asked to fail" in str(results[1])
         assert results[2] == [2, b"b"]
-    finally:
-        await client.aclose()
 
 
 async def test_calls_after_the_script_cache_is_flushed_run_exactly_once(
     own_redis: Server, key_prefix: str
 ) -> None:
-    client, pipeline = pipeline_on(own_redis.url)
     key = f"{key_prefix}:counter"
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
     try:
-        await pipeline([key], ["first"])
-        await client.script_flush()  # as after a restart: every EVALSHA answers NOSCRIPT
-        replies = await asyncio.gather(*(pipeline([key], [str(i)]) for i in range(20)))
-        assert sorted(count for count, _ in replies) == list(range(2, 22))
-        assert int(await client.get(key) or 0) == 21
+        async with pipeline_on(own_redis.url) as pipeline:
+            await pipeline([key], ["first"])
+            await admin.script_flush()  # as after a restart: every EVALSHA answers NOSCRIPT
+            replies = await asyncio.gather(*(pipeline([key], [str(i)]) for i in range(20)))
+            assert sorted(count for count, _ in replies) == list(range(2, 22))
+            assert int(await admin.get(key) or 0) == 21
     finally:
-        await client.aclose()
+        await admin.aclose()
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
-    client, pipeline = pipeline_on(redis_url)
     key = f"{key_prefix}:counter"
-    try:
+    async with pipeline_on(redis_url) as pipeline:
         doomed = asyncio.ensure_future(pipeline([key], ["doomed"]))
         others = [asyncio.ensure_future(pipeline([key], [str(i)])) for i in range(5)]
         await asyncio.sleep(0)  # all queued
@@ -95,16 +95,13 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(
         assert [echo for _, echo in replies] == [str(i).encode() for i in range(5)]
         with pytest.raises(asyncio.CancelledError):
             await doomed
-    finally:
-        await client.aclose()
 
 
 async def test_a_lost_server_fails_every_waiting_call_with_a_redis_error(
     own_redis: Server, key_prefix: str
 ) -> None:
-    client, pipeline = pipeline_on(own_redis.url)
     key = f"{key_prefix}:counter"
-    try:
+    async with pipeline_on(own_redis.url) as pipeline:
         await pipeline([key], ["before"])
         own_redis.stop()
         results = await asyncio.gather(
@@ -114,5 +111,3 @@ async def test_a_lost_server_fails_every_waiting_call_with_a_redis_error(
         own_redis.start()
         # The next batch reconnects.
         assert (await pipeline([key], ["after"]))[1] == b"after"
-    finally:
-        await client.aclose()
