@@ -90,3 +90,8 @@ def connect(
 def lua(package: str, name: str) -> str:
     """The text of ``<package>/lua/<name>.lua``."""
     return resources.files(package).joinpath("lua", f"{name}.lua").read_text()
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply value as text (replies are bytes unless the client decodes them)."""
+    return value.decode() if isinstance(value, bytes) else value

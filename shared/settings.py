@@ -33,6 +33,9 @@ class SharedSettings(BaseSettings):
     redis_key_prefix: str = "lb"
     board_id: str = "global"
     log_level: str = "INFO"
+    # Shifts this process's wall clock (shared.clock); for tests of replicas whose clocks
+    # disagree. Limits and cooldowns follow Redis's TIME and are unaffected.
+    clock_offset_seconds: float = Field(default=0.0, ge=-86_400, le=86_400)
 
     @field_validator("redis_key_prefix", "board_id")
     @classmethod
