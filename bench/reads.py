@@ -16,7 +16,7 @@ from redis.typing import EncodableT, FieldT
 from bench.httpload import run_wrk
 from bench.stack import Service, say
 from bench.stats import ratio
-from shared.board import encode_member
+from shared.formats import encode_member
 from shared.keys import BoardKeys
 
 MAX_PRELOADED_SCORE = 1_000_000

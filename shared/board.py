@@ -1,5 +1,6 @@
 """The board's ordering: how a (score, arrival, user) triple becomes a sorted-set entry.
 
+The member format itself is ``shared.formats``' (one source for Python and the scripts).
 Sorted-set scores are doubles, so the tie-break cannot be packed into them without losing
 exactness. Instead the set stores ``-score`` (exact for integers below 2**53) and a member
 ``<seq:016d>:<user_id>``: Redis orders equal scores by member bytes, i.e. by arrival sequence
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_SCORE = 2**53 - 1
-SEQ_WIDTH = 16
+from shared.formats import decode_member
+from shared.redisconn import text
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,21 +29,6 @@ class Entry:
         return {"rank": self.rank, "user_id": self.user_id, "name": self.name, "score": self.score}
 
 
-def encode_member(seq: int, user_id: str) -> str:
-    if not 0 <= seq < 10**SEQ_WIDTH:
-        raise ValueError("sequence out of range")
-    return f"{seq:0{SEQ_WIDTH}d}:{user_id}"
-
-
-def decode_member(member: str) -> tuple[int, str]:
-    return int(member[:SEQ_WIDTH]), member[SEQ_WIDTH + 1 :]
-
-
-def ranking_key(score: int, seq: int, user_id: str) -> tuple[int, str]:
-    """Python mirror of the Redis order: sort ascending by this key to get the ranking."""
-    return (-score, encode_member(seq, user_id))
-
-
 def entries_from_reply(rows: list[bytes | str], first_rank: int) -> list[Entry]:
     """Turn the flat ``[member, score, name, ...]`` reply of the read scripts into entries.
 
@@ -50,11 +36,7 @@ def entries_from_reply(rows: list[bytes | str], first_rank: int) -> list[Entry]:
     """
     out: list[Entry] = []
     for i in range(0, len(rows), 3):
-        member, score, name = (_text(v) for v in rows[i : i + 3])
+        member, score, name = (text(v) for v in rows[i : i + 3])
         _, user_id = decode_member(member)
         out.append(Entry(first_rank + i // 3, user_id, name or user_id, int(score)))
     return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,6 +1,7 @@
-"""The score stream's event format (version 1), written by the score API's script.
+"""The score stream's event format (version 1), written by the score API's scripts.
 
-Every accepted update appends one entry whose fields are all strings:
+Every accepted update appends one entry whose fields are all strings; their names are
+``shared.formats.Field`` (the scripts receive the same names as constants):
 
     v, type, event_id, user_id, name, action, points, score, seq, idempotency_key, ts,
     client_ip, and optional extras (request_id, user_agent, jti, iss, by)
@@ -16,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-EVENT_VERSION = "1"
-OPTIONAL_FIELDS = ("request_id", "user_agent", "jti", "iss", "by")
+from shared.formats import EVENT_VERSION, OPTIONAL_FIELDS
+from shared.formats import Field as F
+from shared.redisconn import text
 
 
 class EventError(ValueError):
@@ -45,24 +47,24 @@ class ScoreEvent:
         try:
             fields = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
         except AttributeError:  # already text
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = {text(k): text(v) for k, v in raw.items()}
         except UnicodeDecodeError:
             raise EventError("a field is not valid UTF-8") from None
-        if fields.get("v") != EVENT_VERSION:
-            raise EventError(f"unsupported event version {fields.get('v')!r}")
+        if fields.get(F.VERSION) != EVENT_VERSION:
+            raise EventError(f"unsupported event version {fields.get(F.VERSION)!r}")
         try:
             return cls(
-                type=fields["type"],
-                event_id=_nonempty(fields["event_id"]),
-                user_id=_nonempty(fields["user_id"]),
-                name=fields.get("name", ""),
-                action=fields.get("action", ""),
-                points=int(fields.get("points", "0")),
-                score=int(fields.get("score", "0")),
-                seq=int(fields.get("seq", "0")),
-                idempotency_key=fields.get("idempotency_key", ""),
-                ts=int(fields["ts"]),
-                client_ip=fields.get("client_ip", ""),
+                type=fields[F.TYPE],
+                event_id=_nonempty(fields[F.EVENT_ID]),
+                user_id=_nonempty(fields[F.USER_ID]),
+                name=fields.get(F.NAME, ""),
+                action=fields.get(F.ACTION, ""),
+                points=int(fields.get(F.POINTS, "0")),
+                score=int(fields.get(F.SCORE, "0")),
+                seq=int(fields.get(F.SEQ, "0")),
+                idempotency_key=fields.get(F.IDEMPOTENCY_KEY, ""),
+                ts=int(fields[F.TS]),
+                client_ip=fields.get(F.CLIENT_IP, ""),
                 extras={k: fields[k] for k in OPTIONAL_FIELDS if k in fields},
             )
         except KeyError as exc:
@@ -75,7 +77,3 @@ def _nonempty(value: str) -> str:
     if not value:
         raise ValueError("empty identifier")
     return value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

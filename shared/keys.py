@@ -18,7 +18,8 @@ class BoardKeys:
 
     @property
     def board(self) -> str:
-        """Sorted set: member ``<seq:016d>:<user_id>``, score ``-points`` (see shared.board)."""
+        """Sorted set: member ``<seq>:<user_id>`` (shared.formats), score minus the user's
+        total, so ascending order is the ranking (see shared.board)."""
         return f"{self.tag}:board"
 
     @property
@@ -73,7 +74,8 @@ class BoardKeys:
 
     @property
     def banned(self) -> str:
-        """Hash user_id -> the board member the user had when banned ('' if unranked)."""
+        """Hash user_id -> ``<score>|<member>`` the user had when banned, both parts empty if
+        they never scored (shared.formats.banned_value)."""
         return f"{self.tag}:banned"
 
     def cooldown(self, user_id: str, action: str) -> str:

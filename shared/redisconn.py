@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
+from shared.formats import lua_constants
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -88,8 +90,10 @@ def connect(
 
 
 def lua(package: str, name: str) -> str:
-    """The text of ``<package>/lua/<name>.lua``."""
-    return resources.files(package).joinpath("lua", f"{name}.lua").read_text()
+    """The script ``<package>/lua/<name>.lua``, after the format constants it may use
+    (``shared.formats.lua_constants``: widths, separators, event field names)."""
+    source = resources.files(package).joinpath("lua", f"{name}.lua").read_text()
+    return lua_constants() + source
 
 
 def text(value: bytes | str) -> str:

@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from services.broadcast_gateway.protocol import Board, ClientView, Message, Ping, decode_message
 from services.broadcast_gateway.server import Gateway
 from services.broadcast_gateway.settings import GatewaySettings
-from shared.board import encode_member
 from shared.board_reader import BoardReader
+from shared.formats import encode_member
 from shared.keys import BoardKeys
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,15 +20,15 @@ import asyncpg
 import httpx
 import redis.asyncio
 
+from devstack.devtoken import issue
 from services.persister.settings import PersisterSettings
 from services.persister.store import EventStore
 from services.persister.worker import Persister
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
-from shared.board import decode_member
+from shared.formats import decode_member
 from shared.keys import BoardKeys
 from shared.redisconn import connect
-from shared.tokens import issue
 from tests.support import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,15 +6,11 @@ import random
 
 import redis.asyncio
 
-from shared.board import (
-    MAX_SCORE,
-    decode_member,
-    encode_member,
-    entries_from_reply,
-    ranking_key,
-)
+from shared.board import entries_from_reply
 from shared.board_reader import BoardReader
+from shared.formats import MAX_SCORE, decode_member, encode_member
 from shared.keys import BoardKeys
+from tests.models import ranking_key
 
 
 def test_member_round_trips_user_ids_with_colons() -> None:

@@ -16,7 +16,7 @@ import redis.asyncio
 from services.persister.migrate import migrate
 from services.persister.rebuild import RebuildRefused, rebuild
 from services.persister.settings import PersisterSettings
-from shared.board import decode_member
+from shared.formats import decode_member
 from tests.persister_fixtures import ROOT, Api, drain, open_worker, running_api
 
 

@@ -18,7 +18,7 @@ from typing import TextIO
 
 import asyncpg
 
-from shared.board import encode_member
+from shared.formats import banned_value, encode_member
 from shared.keys import BoardKeys
 from shared.redisconn import RedisClient, connect, lua
 from shared.settings import SharedSettings
@@ -91,7 +91,7 @@ async def _stage(redis: RedisClient, keys: BoardKeys, rows: list[asyncpg.Record]
 
 
 def banned_entry(row: asyncpg.Record) -> str:
-    """The score API's ``banned`` value: ``<score>|<member>``, empty parts if never scored."""
+    """The score API's ``banned`` value (``shared.formats``); empty parts if never scored."""
     if row["last_seq"] == 0:
-        return "|"
-    return f"{row['score']}|{encode_member(row['last_seq'], row['user_id'])}"
+        return banned_value(None, None)
+    return banned_value(row["score"], encode_member(row["last_seq"], row["user_id"]))

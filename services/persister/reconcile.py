@@ -14,7 +14,7 @@ from typing import TextIO
 
 import asyncpg
 
-from shared.board import decode_member
+from shared.formats import banned_parts, decode_member
 from shared.keys import BoardKeys
 from shared.redisconn import connect
 from shared.settings import SharedSettings
@@ -59,10 +59,10 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
         async for member, score in redis.zscan_iter(keys.board, count=1000):
             _, user_id = decode_member(member.decode())
             board[user_id] = -int(score)
-        # A banned user's total is kept aside by the ban: '<score>|<member>'.
+        # A banned user's total is kept aside by the ban (shared.formats.banned_value).
         async for user, saved in redis.hscan_iter(keys.banned, count=1000):
-            score = saved.decode().partition("|")[0]
-            board[user.decode()] = int(score) if score else 0
+            score, _ = banned_parts(saved.decode())
+            board[user.decode()] = score or 0
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             users = await conn.fetch("SELECT user_id, score FROM users")
             sums = await conn.fetch(

@@ -10,9 +10,16 @@ from typing import Any
 
 from services.score_api.settings import ApiSettings
 from services.score_api.validation import MAX_AROUND, MAX_LIMIT, MAX_OFFSET
+from shared.formats import API_EVENT_ID, IDEMPOTENCY_KEY, USER_ID, Pattern
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
-USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$"}
+
+
+def _string(pattern: Pattern) -> dict[str, str]:
+    return {"type": "string", "pattern": pattern.schema_pattern}
+
+
+USER_ID_SCHEMA = _string(USER_ID)
 
 
 def _problems(*statuses: int) -> dict[str, Any]:
@@ -35,12 +42,12 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "rank": {"type": "integer", "minimum": 1},
-            "user_id": USER_ID,
+            "user_id": USER_ID_SCHEMA,
             "name": {"type": "string"},
             "score": {"type": "integer", "minimum": 0},
         },
     }
-    user_path = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID}
+    user_path = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID_SCHEMA}
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -56,7 +63,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": True,
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                            "schema": _string(IDEMPOTENCY_KEY),
                         }
                     ],
                     "requestBody": {
@@ -223,13 +230,13 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                     ],
                     "additionalProperties": False,
                     "properties": {
-                        "user_id": USER_ID,
+                        "user_id": USER_ID_SCHEMA,
                         "name": {"type": "string"},
                         "action": {"type": "string"},
                         "awarded": {"type": "integer", "minimum": 1},
                         "score": {"type": "integer", "minimum": 1},
                         "rank": {"type": "integer", "minimum": 1},
-                        "event_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                        "event_id": _string(API_EVENT_ID),
                         "duplicate": {"type": "boolean"},
                     },
                 },
@@ -264,7 +271,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                     "required": ["user_id", "status", "changed", "score"],
                     "additionalProperties": False,
                     "properties": {
-                        "user_id": USER_ID,
+                        "user_id": USER_ID_SCHEMA,
                         "status": {"enum": ["banned", "active"]},
                         "changed": {"type": "boolean"},
                         "score": {"type": ["integer", "null"]},

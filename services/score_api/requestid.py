@@ -8,14 +8,14 @@ update can be followed from the client through the persister. The ASGI part live
 from __future__ import annotations
 
 import os
-import re
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+from shared.formats import REQUEST_ID
+
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_USER_AGENT = 256
 
 
 def request_id(header: str | None) -> str:
-    if header and REQUEST_ID.match(header):
+    if header and REQUEST_ID.matches(header):
         return header
     return os.urandom(12).hex()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import orjson
 
 from services.score_api.problems import Problem
+from shared.formats import IDEMPOTENCY_KEY, USER_ID
 from shared.netaddr import Network as Network
 from shared.netaddr import client_ip as client_ip
 from shared.netaddr import parse_networks as parse_networks
 
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 MAX_BODY_BYTES = 4096
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
@@ -28,11 +26,11 @@ def idempotency_key(value: str | None) -> str:
             "the Idempotency-Key header is required",
             reason="idempotency_key",
         )
-    if not IDEMPOTENCY_KEY.match(value):
+    if not IDEMPOTENCY_KEY.matches(value):
         raise Problem(
             400,
             "idempotency-key",
-            "Idempotency-Key must be 1..64 characters of [A-Za-z0-9_-]",
+            f"Idempotency-Key must be {IDEMPOTENCY_KEY.describe()}",
             reason="idempotency_key",
         )
     return value
@@ -77,7 +75,10 @@ def bounded_int(params: Mapping[str, str], name: str, default: int, low: int, hi
     raw = params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only, and few of them: str.isdigit() also accepts '²' or '①', which int()
+    # refuses, and a 5,000-digit number is no page size.
+    digits = len(str(high))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= digits) or not low <= int(raw) <= high:
         raise Problem(
             422, "invalid-parameter", f"{name} must be an integer in {low}..{high}", reason="query"
         )
@@ -93,11 +94,11 @@ def paging(params: Mapping[str, str]) -> tuple[int, int]:
 
 
 def user_id(value: str) -> str:
-    if not USER_ID.match(value):
+    if not USER_ID.matches(value):
         raise Problem(
             422,
             "invalid-parameter",
-            "user_id must be 1..64 characters of [A-Za-z0-9_.:@-]",
+            f"user_id must be {USER_ID.describe()}",
             reason="query",
         )
     return value

@@ -14,6 +14,6 @@ for i = 1, #rows, 2 do
   local m = rows[i]
   out[#out + 1] = m
   out[#out + 1] = string.format('%d', -tonumber(rows[i + 1]))
-  out[#out + 1] = redis.call('HGET', KEYS[2], string.sub(m, 18)) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[2], string.sub(m, MEMBER_USER_AT)) or ''
 end
 return out
