@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/mypy
 
 token: install
-	@$(BIN)/python -m shared.devtoken $(USER_ID)
+	@$(BIN)/python -m devstack.devtoken $(USER_ID)
 
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { \

@@ -27,8 +27,8 @@ import redis.asyncio
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.stack import ROOT, Service, metric, raise_fd_limit, say
 from bench.stats import summary_ms
-from shared.settings import TokenSettings
-from shared.tokens import issue
+from devstack.devtoken import issue
+from services.score_api.settings import TokenSettings
 
 DRIVER_USERS = 10
 FULL_GC = 'python_gc_collections_total{generation="2"}'

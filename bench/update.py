@@ -11,8 +11,8 @@ from pathlib import Path
 from bench.httpload import run_wrk
 from bench.stack import Service, say
 from bench.stats import ratio
-from shared.settings import TokenSettings
-from shared.tokens import issue
+from devstack.devtoken import issue
+from services.score_api.settings import TokenSettings
 
 TOKEN_USERS = 1000
 

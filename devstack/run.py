@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_welcome(services: list[Service]) -> None:
     token = subprocess.run(
-        [sys.executable, "-m", "shared.devtoken", "player1", "--name", "Player One"],
+        [sys.executable, "-m", "devstack.devtoken", "player1", "--name", "Player One"],
         cwd=ROOT,
         check=True,
         capture_output=True,

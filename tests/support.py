@@ -1,4 +1,5 @@
-"""Helpers the tests share: unique names, an in-process uvicorn server, Redis snapshots."""
+"""Helpers the tests share: unique names, a manual clock, an in-process uvicorn server, Redis
+snapshots."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import os
 import socket
 import sys
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = os.urandom(4).hex()
 _counter = itertools.count()
 _prefixes: list[str] = []
+
+
+class ManualClock:
+    """A ``shared.clock.Clock`` that moves only when the test says: it starts at the real
+    wall time (so real tokens verify) and ``advance`` moves both clocks, never sleeping."""
+
+    def __init__(self, wall: float | None = None) -> None:
+        self._wall = time.time() if wall is None else wall
+        self._monotonic = 1_000.0
+
+    def time(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time does not go back")
+        self._wall += seconds
+        self._monotonic += seconds
 
 
 def new_prefix() -> str:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis.asyncio
 
-from shared.tokens import SCOPE_ADMIN
+from services.score_api.tokens import SCOPE_ADMIN
 from tests.gateway_fixtures import Follower, run_gateway, wait_until
 from tests.support import board_state, stream_events
 from tests.test_score_api import Api, running_api

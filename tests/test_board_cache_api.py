@@ -12,11 +12,12 @@ import httpx
 import redis.asyncio
 from prometheus_client import REGISTRY
 
+from devstack.devtoken import issue
 from devstack.servers import Server
 from services.score_api.app import ScoreApi, create_app
 from services.score_api.settings import ApiSettings
+from services.score_api.tokens import SCOPE_ADMIN
 from shared.keys import BoardKeys
-from shared.tokens import SCOPE_ADMIN, issue
 from tests.support import serve
 
 # Generous bounds for polling: a healthy follower reacts in milliseconds.

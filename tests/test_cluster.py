@@ -15,13 +15,13 @@ import pytest
 import redis.asyncio
 from redis.exceptions import MovedError, RedisError
 
+from devstack.devtoken import issue
 from services.persister.migrate import migrate
 from services.persister.rebuild import rebuild
 from services.persister.reconcile import reconcile
 from shared.keys import BoardKeys
 from shared.redisconn import connect, lua
 from shared.settings import SharedSettings
-from shared.tokens import issue
 from tests.cluster_fixtures import LocalCluster, local_cluster
 from tests.gateway_fixtures import Follower, run_gateway
 from tests.gateway_fixtures import wait_until as wait_for

@@ -28,8 +28,7 @@ from pydantic_settings import BaseSettings
 
 from services.broadcast_gateway.settings import GatewaySettings
 from services.persister.settings import PersisterSettings
-from services.score_api.settings import ApiSettings
-from shared.settings import DEV_JWT_SECRET, MIN_PRODUCTION_SECRET
+from services.score_api.settings import DEV_JWT_SECRET, MIN_PRODUCTION_SECRET, ApiSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

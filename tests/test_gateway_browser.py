@@ -12,10 +12,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
+from devstack.devtoken import issue
 from services.broadcast_gateway.server import Gateway
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
-from shared.tokens import issue
 from tests.gateway_fixtures import run_gateway
 from tests.support import free_port, serve
 

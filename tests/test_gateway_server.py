@@ -16,12 +16,12 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from devstack.devtoken import issue
 from devstack.servers import Server
 from services.broadcast_gateway.protocol import ClientView, Diff, Ping, Snapshot, decode_message
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.board import Entry
-from shared.tokens import issue
 from tests.gateway_fixtures import (
     WAIT,
     BoardWriter,

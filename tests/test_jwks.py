@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import http.server
 import ipaddress
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import NameOID
 from jose import jwk, jws
 
+from tests.support import ManualClock
 from tests.test_score_api import Api, running_api
 
 
@@ -125,8 +125,16 @@ def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Issuer]:
 
 
 @pytest.fixture
-async def api(issuer: Issuer, redis_url: str, key_prefix: str) -> AsyncIterator[Api]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def api(
+    issuer: Issuer, redis_url: str, key_prefix: str, clock: ManualClock
+) -> AsyncIterator[Api]:
     async with running_api(
+        clock,
         redis_url=redis_url,
         redis_key_prefix=key_prefix,
         jwt_algorithms=["RS256"],
@@ -142,18 +150,22 @@ async def post(api: Api, token: str, key: str) -> httpx.Response:
 
 
 async def test_keys_are_fetched_at_start_and_a_rotated_key_is_picked_up(
-    api: Api, issuer: Issuer
+    api: Api, issuer: Issuer, clock: ManualClock
 ) -> None:
     assert issuer.fetches == 1
     assert (await post(api, issuer.token("k1"), "a")).status_code == 200
     issuer.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    await asyncio.sleep(2.1)  # past the refresh interval
+    assert (await post(api, issuer.token("k2", sub="bob"), "early")).status_code == 401
+    assert issuer.fetches == 1  # within the refresh interval: no fetch
+    clock.advance(2.1)  # past the refresh interval
     assert (await post(api, issuer.token("k2", sub="bob"), "b")).status_code == 200
     assert issuer.fetches == 2
 
 
-async def test_unknown_kids_refresh_at_most_once_per_interval(api: Api, issuer: Issuer) -> None:
-    await asyncio.sleep(2.1)
+async def test_unknown_kids_refresh_at_most_once_per_interval(
+    api: Api, issuer: Issuer, clock: ManualClock
+) -> None:
+    clock.advance(2.1)
     issuer.keys["k9"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     tokens = [issuer.token("k9", sub=f"u{i}") for i in range(10)]
     del issuer.keys["k9"]  # the issuer never published k9: these kids stay unknown

@@ -10,10 +10,10 @@ import httpx
 import orjson
 import pytest
 
+from devstack.devtoken import issue
 from services.persister.migrate import migrate
 from services.score_api.settings import ApiSettings
 from shared.logs import JsonFormatter
-from shared.tokens import issue
 from tests.persister_fixtures import drain, open_worker, running_api
 from tests.support import api_process
 

@@ -22,11 +22,11 @@ import redis.asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from devstack.devtoken import issue
 from services.broadcast_gateway.protocol import ClientView, decode_message
 from services.persister.migrate import migrate
+from services.score_api.settings import TokenSettings
 from shared.keys import BoardKeys
-from shared.settings import TokenSettings
-from shared.tokens import issue
 from tests.gateway_fixtures import GatewayProcess
 from tests.gateway_fixtures import wait_until as wait_for
 from tests.persister_fixtures import assert_consistent, persisters, wait_ready

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from starlette.routing import Mount, Route
 
+from devstack.devtoken import issue
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
-from shared.tokens import SCOPE_ADMIN, SCOPE_WRITE, issue
+from services.score_api.tokens import SCOPE_ADMIN, SCOPE_WRITE
 from tests.support import api_process
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,13 +13,14 @@ import pytest
 import redis.asyncio
 from jose import jws
 
+from devstack.devtoken import issue
 from services.persister.batch import EventRow, ban_states
 from services.persister.migrate import migrate
 from services.persister.rebuild import rebuild
 from services.persister.reconcile import reconcile
 from services.persister.settings import PersisterSettings
 from services.persister.worker import Persister
-from shared.tokens import SCOPE_ADMIN, issue
+from services.score_api.tokens import SCOPE_ADMIN
 from tests.persister_fixtures import Api, drain, open_worker, redis_scores, running_api
 
 

@@ -8,13 +8,13 @@ import redis.asyncio
 
 from services.score_api.ratelimit import (
     Limit,
-    gcra,
     policy_header,
     ratelimit_header,
     retry_after_seconds,
 )
 from services.score_api.store import AwardRequest, ScoreStore
 from shared.keys import BoardKeys
+from tests.models import gcra
 
 FIVE_PER_SECOND = Limit("user-second", 5, 1000)
 

@@ -12,11 +12,12 @@ import httpx
 import pytest
 import redis.asyncio
 
+from devstack.devtoken import issue
 from devstack.servers import Server
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
+from shared.clock import Clock
 from shared.keys import BoardKeys
-from shared.tokens import issue
 from tests.support import board_state, serve, stream_events
 
 
@@ -37,7 +38,7 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(**settings: Any) -> AsyncIterator[Api]:
+async def running_api(clock: Clock | None = None, **settings: Any) -> AsyncIterator[Api]:
     # Abuse limits are off unless a test turns them on; tests/test_security.py proves them.
     unlimited = {
         "rate_limit_user_per_second": 0,
@@ -45,7 +46,7 @@ async def running_api(**settings: Any) -> AsyncIterator[Api]:
         "rate_limit_ip_per_second": 0,
     }
     config = ApiSettings(**(unlimited | settings))
-    async with serve(create_app(config)) as url:
+    async with serve(create_app(config, clock)) as url:
         limits = httpx.Limits(max_connections=300)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
             yield Api(http, BoardKeys(config.redis_key_prefix, config.board_id), config)
@@ -294,9 +295,9 @@ async def test_timed_out_write_retried_with_same_key_counts_once(
         try:
             # Writes are held back, so the API gives up while Redis holds the command. Whether
             # Redis then runs or drops it, the retry with the same key must count once.
-            await admin.client_pause(1000, all=False)
+            await admin.client_pause(5000, all=False)
             assert (await api.post("alice", "slow")).status_code == 503
-            await asyncio.sleep(1.0)
+            await admin.client_unpause()  # no sleeping until the pause runs out
             assert (await api.post("alice", "slow")).json()["score"] == 10
             assert (await api.post("alice", "slow")).json()["duplicate"] is True
             assert await admin.xlen(api.keys.stream) == 1

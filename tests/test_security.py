@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jose import jwk, jws
 
+from devstack.devtoken import issue
 from services.score_api.settings import ApiSettings
 from shared.keys import BoardKeys
-from shared.tokens import issue
 from tests.support import api_process, board_state, stream_events
 from tests.test_score_api import Api, running_api
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.score_api.settings import ApiSettings
-from shared.settings import SharedSettings, TokenSettings
+from services.score_api.settings import ApiSettings, TokenSettings
+from shared.settings import SharedSettings
 
 PROD: dict[str, Any] = {
     "environment": "production",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.score_api.tokencache import MAX_CACHED_TOKEN_CHARS, TokenCache
-from shared.tokens import Claims
+from services.score_api.tokens import Claims
 
 
 def claims(sub: str = "alice", exp: int = 1000) -> Claims:

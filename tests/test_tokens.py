@@ -1,4 +1,4 @@
-"""Token rules of shared.tokens, checked without any server."""
+"""Token rules of services.score_api.tokens, checked without any server."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jose import jwk, jws
 
-from shared.settings import DEV_JWT_SECRET, TokenSettings
-from shared.tokens import (
+from devstack.devtoken import issue
+from services.score_api.settings import DEV_JWT_SECRET, TokenSettings
+from services.score_api.tokens import (
     MAX_TOKEN_BYTES,
     SCOPE_ADMIN,
     SCOPE_WRITE,
@@ -27,7 +28,6 @@ from shared.tokens import (
     ScopeError,
     TokenError,
     TokenVerifier,
-    issue,
     public_key_from_pem,
     public_keys_from_jwks,
 )

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from services.score_api import validation
 from services.score_api.actions import UnknownAction
 from services.score_api.boardcache import BoardCache
-from services.score_api.follower import StreamFollower
+from services.score_api.follower import CacheInvalidator
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import (
     ACCEPTED,
@@ -41,9 +38,7 @@ from services.score_api.requestid import MAX_USER_AGENT
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, AwardResult, ScoreStore
 from services.score_api.tokencache import TokenCache
-from shared.keys import BoardKeys
-from shared.redisconn import connect
-from shared.tokens import (
+from services.score_api.tokens import (
     SCOPE_ADMIN,
     SCOPE_WRITE,
     Claims,
@@ -52,6 +47,12 @@ from shared.tokens import (
     TokenVerifier,
     UnknownKeyId,
 )
+from shared.clock import Clock, clock_for
+from shared.formats import Field
+from shared.health import Health, json_response
+from shared.keys import BoardKeys
+from shared.lifecycle import freeze_heap
+from shared.redisconn import connect
 
 STATIC = Path(__file__).parent / "static"
 # Defence in depth for the live page: only its own scripts and styles, WebSockets anywhere.
@@ -68,23 +69,10 @@ PAGE_HEADERS = {
 log = logging.getLogger("services.score_api")
 
 
-def json_response(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 class EncodedJson(Response):
     """A 200 application/json response of bytes already encoded (a cached board page)."""
 
     media_type = "application/json"
-
-    def __init__(self, body: bytes) -> None:
-        self.status_code = 200
-        self.background = None
-        self.body = body
-        self.raw_headers = [
-            (b"content-length", str(len(body)).encode("latin-1")),
-            (b"content-type", b"application/json"),
-        ]
 
 
 # Statuses of the award script after which the board may differ from what this process last
@@ -95,12 +83,13 @@ BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
 class ScoreApi:
     """Holds the wiring of one app instance; handlers are its methods."""
 
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or clock_for(settings.clock_offset_seconds)
         self.catalogue = settings.catalogue()
         self.openapi_document = openapi_document(settings)
         self.openapi_body = orjson.dumps(self.openapi_document)
-        self.key_source = KeySource(settings)
+        self.key_source = KeySource(settings, self.clock)
         self.verifier = TokenVerifier.from_settings(settings, self.key_source.keys)
         # Signature checks dominate a write's CPU; a client reuses its token for many.
         self.token_cache = TokenCache(settings.jwt_leeway_seconds)
@@ -110,12 +99,13 @@ class ScoreApi:
         self.ip_limits = settings.ip_limits()
         self.policy = policy_header(self.user_limits + self.ip_limits)
         keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
-        self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds)
+        self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds, self.clock)
         self.board_cache = BoardCache(settings.api_board_cache_seconds)
-        self.follower: StreamFollower | None = None
+        self.follower: CacheInvalidator | None = None
         if settings.api_board_cache_seconds > 0:
             timeout = settings.redis_timeout_seconds
-            self.follower = StreamFollower(settings.redis_url, keys, self.board_cache, timeout)
+            self.follower = CacheInvalidator(settings.redis_url, keys, self.board_cache, timeout)
+        self.health = Health(ready=self.ready_problems)
 
     async def authenticate(self, request: Request, scope: str) -> Claims:
         header = request.headers.get("authorization", "")
@@ -123,16 +113,17 @@ class ScoreApi:
         if kind.lower() != "bearer" or not token.strip():
             raise missing_token()
         token = token.strip()
+        now = self.clock.time()
         try:
-            claims = self.token_cache.get(token, time.time())
+            claims = self.token_cache.get(token, now)
             if claims is None:
                 try:
-                    claims = self.verifier.verify(token)
+                    claims = self.verifier.verify(token, now)
                 except UnknownKeyId:
                     if not await self.key_source.refresh():
                         raise
                     self.use_public_keys()
-                    claims = self.verifier.verify(token)
+                    claims = self.verifier.verify(token, now)
                 self.token_cache.put(token, claims)
             claims.require(scope)
         except TokenError as exc:
@@ -213,7 +204,7 @@ class ScoreApi:
         user_id = validation.user_id(request.path_params["user_id"])
         client = request.client.host if request.client else None
         ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
-        extras = audit_fields(request, claims) | {"by": claims.sub}
+        extras = audit_fields(request, claims) | {Field.BY: claims.sub}
         try:
             changed, score = await self.store.moderate(op, user_id, ip, extras)
         except RedisError:
@@ -229,7 +220,7 @@ class ScoreApi:
     async def score_board(self, request: Request) -> Response:
         limit, offset = validation.paging(request.query_params)
         cache = self.board_cache
-        now = time.monotonic()
+        now = self.clock.monotonic()
         body = cache.get(limit, offset, now)
         if body is not None:
             BOARD_CACHE_HITS.inc()
@@ -258,21 +249,15 @@ class ScoreApi:
         own, neighbours = found
         return json_response(own.as_dict() | {"around": [e.as_dict() for e in neighbours]})
 
-    async def healthz(self, request: Request) -> Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(self, request: Request) -> Response:
+    async def ready_problems(self) -> dict[str, object]:
         try:
             await self.store.ready()
         except RedisError as exc:
-            return json_response({"status": "unavailable", "redis": type(exc).__name__}, 503)
-        return json_response({"status": "ready"})
+            return {"redis": type(exc).__name__}
+        return {}
 
     async def openapi(self, request: Request) -> Response:
         return Response(self.openapi_body, media_type="application/json")
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def live_page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -284,14 +269,14 @@ class ScoreApi:
 
 def audit_fields(request: Request, claims: Claims) -> dict[str, str]:
     """Extra event fields for the audit trail; only what is present, bounded in size."""
-    fields = {"request_id": request.state.request_id}
+    fields = {Field.REQUEST_ID: request.state.request_id}
     agent = request.headers.get("user-agent")
     if agent:
-        fields["user_agent"] = agent[:MAX_USER_AGENT]
+        fields[Field.USER_AGENT] = agent[:MAX_USER_AGENT]
     if claims.jti:
-        fields["jti"] = claims.jti
+        fields[Field.JTI] = claims.jti
     if claims.iss:
-        fields["iss"] = claims.iss
+        fields[Field.ISS] = claims.iss
     return fields
 
 
@@ -352,18 +337,16 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return await problem_handler(request, problem)
 
 
-def create_app(settings: ApiSettings | None = None) -> Starlette:
-    api = ScoreApi(settings or ApiSettings())
+def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) -> Starlette:
+    api = ScoreApi(settings or ApiSettings(), clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if await api.key_source.refresh(force=True):
             api.use_public_keys()
-        # Everything built so far lives as long as the process: out of the collector's
-        # reach, full collections no longer walk it. Same run, A/B: POST p99 at saturation
-        # 34-38 -> 9-10 ms, at half load 15-20 -> 6-8 ms (docs/benchmarks.md).
-        gc.collect()
-        gc.freeze()
+        # Same run, A/B: POST p99 at saturation 34-38 -> 9-10 ms, at half load 15-20 ->
+        # 6-8 ms (docs/benchmarks.md).
+        freeze_heap()
         follower = api.follower
         task = asyncio.create_task(follower.run()) if follower else None
         try:
@@ -384,9 +367,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         Route("/api/admin/users/{user_id}", api.ban, methods=["DELETE"]),
         Route("/api/admin/users/{user_id}/unban", api.unban, methods=["POST"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics, methods=["GET"]),
+        *api.health.routes(),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/", api.live_page, methods=["GET"]),
         Route("/config.json", api.page_config, methods=["GET"]),

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import urllib.request
 
 from services.score_api.settings import ApiSettings
-from shared.tokens import PublicKey, public_key_from_pem, public_keys_from_jwks
+from services.score_api.tokens import PublicKey, public_key_from_pem, public_keys_from_jwks
+from shared.clock import SYSTEM, Clock
 
 log = logging.getLogger(__name__)
 MAX_JWKS_BYTES = 1024 * 1024
 
 
 class KeySource:
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, clock: Clock = SYSTEM) -> None:
         self._settings = settings
+        self._clock = clock
         self._fixed: tuple[PublicKey, ...] = ()
         if settings.jwt_public_key_file:
             self._fixed = (public_key_from_pem(settings.jwt_public_key_file.read_text()),)
@@ -41,9 +42,10 @@ class KeySource:
             return False
         async with self._lock:
             interval = self._settings.jwt_jwks_refresh_seconds
-            if not force and time.monotonic() - self._last_fetch < interval:
+            now = self._clock.monotonic()
+            if not force and now - self._last_fetch < interval:
                 return False
-            self._last_fetch = time.monotonic()
+            self._last_fetch = now
             try:
                 document = await asyncio.to_thread(_fetch, url)
                 self._fetched = public_keys_from_jwks(document)

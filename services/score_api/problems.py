@@ -1,8 +1,8 @@
 """API errors and their one mapping to RFC 9457 ``application/problem+json`` responses.
 
     Problem                      any refusal; carries status, slug, detail, headers
-    ├── invalid_token (401)      shared.tokens.TokenError
-    ├── insufficient_scope (403) shared.tokens.ScopeError
+    ├── invalid_token (401)      services.score_api.tokens.TokenError
+    ├── insufficient_scope (403) services.score_api.tokens.ScopeError
     └── everything else          raised directly with its status
 
 ``reason`` is the label under which the rejection is counted in metrics.
@@ -15,7 +15,7 @@ from http import HTTPStatus
 import orjson
 from starlette.responses import Response
 
-from shared.tokens import ScopeError, TokenError
+from services.score_api.tokens import ScopeError, TokenError
 
 PROBLEM_TYPE = "urn:leaderboard:problem:"
 

@@ -4,9 +4,9 @@ A limit of ``quota`` requests per ``window`` is a generic cell rate algorithm: e
 moves a theoretical arrival time (TAT) forward by ``window / quota``, and a request is
 refused while that would put the TAT more than one window ahead of now. It allows bursts of
 up to ``quota`` and then a steady ``quota`` per window, with one stored number per key.
-``award.lua`` runs the same arithmetic inside Redis, atomically with the award; this module
-is the reference the tests hold it to, and formats the headers
-(draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy`` and ``RateLimit``).
+``award.lua`` runs the arithmetic inside Redis, atomically with the award (the tests hold it
+to a Python reference, ``tests/models.py``). This module describes the limits and formats
+the headers (draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy`` and ``RateLimit``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ class Limit:
     quota: int
     window_ms: int
 
+    def __post_init__(self) -> None:
+        # The interval is window / quota in whole microseconds: it must be at least one, or
+        # the arithmetic divides by zero (in Lua and in Python alike).
+        if self.quota < 1 or self.window_ms < 1:
+            raise ValueError(f"limit {self.name!r}: quota and window must be positive")
+        if self.window_ms * 1000 < self.quota:
+            raise ValueError(
+                f"limit {self.name!r}: at most {self.window_ms * 1000} requests per "
+                f"{self.window_ms} ms (one per microsecond)"
+            )
+
     @property
     def window_us(self) -> int:
         return self.window_ms * 1000
@@ -32,30 +43,6 @@ class Limit:
 
     def policy(self) -> str:
         return f'"{self.name}";q={self.quota};w={math.ceil(self.window_ms / 1000)}'
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    tat_us: int  # the new TAT to store when allowed; the old one otherwise
-    remaining: int
-    wait_ms: int  # refused: until this request would be allowed
-    reset_ms: int  # allowed: until the limit is fully available again
-
-
-def gcra(limit: Limit, stored_tat_us: int | None, now_ms: int) -> Decision:
-    now = now_ms * 1000
-    tat = max(stored_tat_us or now, now)
-    new_tat = tat + limit.interval_us
-    allow_at = new_tat - limit.window_us
-    if now < allow_at:
-        return Decision(False, tat, 0, _ceil_ms(allow_at - now), 0)
-    remaining = (limit.window_us - (new_tat - now)) // limit.interval_us
-    return Decision(True, new_tat, remaining, 0, _ceil_ms(new_tat - now))
-
-
-def _ceil_ms(us: int) -> int:
-    return -(-us // 1000)
 
 
 def policy_header(limits: list[Limit]) -> str:

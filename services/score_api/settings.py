@@ -1,12 +1,78 @@
-"""Score API settings: the shared ones plus the listener, the catalogue and idempotency."""
+"""Score API settings: the shared ones plus tokens, the listener, the catalogue and limits.
+
+``TokenSettings`` holds the JWT rules; the score API is the only service that verifies
+tokens (the development token tool in devstack/ reads them too).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
 
 from services.score_api.actions import DEFAULT_ACTIONS, ActionCatalogue, ActionSpec
 from services.score_api.ratelimit import Limit
-from shared.settings import TokenSettings
+from shared.settings import SharedSettings
+
+# Clearly marked development default: refused whenever ENVIRONMENT=production.
+DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+MIN_PRODUCTION_SECRET = 32
+
+
+class TokenSettings(SharedSettings):
+    """How tokens are verified: algorithms, keys, issuer, audience, leeway."""
+
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_seconds: int = Field(default=300, ge=1)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        if any(alg.lower() == "none" for alg in value):
+            raise ValueError("the 'none' algorithm is never accepted")
+        unknown = set(value) - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {sorted(unknown)}")
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _https_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("JWT_JWKS_URL must be an https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _key_rules(self) -> TokenSettings:
+        algorithms = set(self.jwt_algorithms)
+        if algorithms & HMAC_ALGORITHMS:
+            if "-----BEGIN" in self.jwt_secret:
+                # A PEM as an HMAC secret is exactly the algorithm-confusion attack's setup.
+                raise ValueError("JWT_SECRET looks like a PEM key; HMAC needs a shared secret")
+            if self.is_production and (
+                self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < MIN_PRODUCTION_SECRET
+            ):
+                raise ValueError(
+                    "production needs a JWT_SECRET of at least 32 characters, "
+                    "never the development secret"
+                )
+        has_public = self.jwt_public_key_file or self.jwt_jwks_file or self.jwt_jwks_url
+        if algorithms & PUBLIC_KEY_ALGORITHMS and not has_public:
+            raise ValueError("RS*/ES* algorithms need JWT_PUBLIC_KEY_FILE or a JWKS")
+        if self.is_production and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("production requires JWT_ISSUER and JWT_AUDIENCE")
+        return self
 
 
 class ApiSettings(TokenSettings):
@@ -25,6 +91,13 @@ class ApiSettings(TokenSettings):
     # WebSocket URL the live page connects to; "" means ws(s)://<page host>:8001/ws/score.
     api_gateway_url: str = ""
 
+    @model_validator(mode="after")
+    def _valid_limits(self) -> ApiSettings:
+        # Each limit checks its own arithmetic: a bad one stops the start, with its name.
+        self.user_limits()
+        self.ip_limits()
+        return self
+
     @field_validator("actions")
     @classmethod
     def _valid_catalogue(cls, value: dict[str, ActionSpec]) -> dict[str, ActionSpec]:
@@ -36,11 +109,11 @@ class ApiSettings(TokenSettings):
 
     def user_limits(self) -> list[Limit]:
         limits = [
-            Limit("user-second", self.rate_limit_user_per_second, 1000),
-            Limit("user-minute", self.rate_limit_user_per_minute, 60_000),
+            ("user-second", self.rate_limit_user_per_second, 1000),
+            ("user-minute", self.rate_limit_user_per_minute, 60_000),
         ]
-        return [limit for limit in limits if limit.quota > 0]
+        return [Limit(name, quota, window) for name, quota, window in limits if quota > 0]
 
     def ip_limits(self) -> list[Limit]:
-        limits = [Limit("ip-second", self.rate_limit_ip_per_second, 1000)]
-        return [limit for limit in limits if limit.quota > 0]
+        limits = [("ip-second", self.rate_limit_ip_per_second, 1000)]
+        return [Limit(name, quota, window) for name, quota, window in limits if quota > 0]

@@ -1,9 +1,13 @@
-"""The score API's Redis side: the award script and the rank look-up."""
+"""The score API's Redis side: the award, ban and rank scripts.
+
+Time in the scripts is Redis's own (``TIME``), so limits, cooldowns and event timestamps
+agree across replicas whatever their clocks say; ``now_ms`` overrides it for tests that
+replay a timeline.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -12,8 +16,9 @@ from services.score_api.autopipe import ScriptPipeline
 from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
+from shared.clock import SYSTEM, Clock, ms
 from shared.keys import BoardKeys
-from shared.redisconn import RedisClient, lua
+from shared.redisconn import RedisClient, lua, text
 
 _AWARD = lua("services.score_api", "award")
 _RANK = lua("services.score_api", "rank")
@@ -75,8 +80,11 @@ def new_event_id(now_ms: int) -> str:
 
 
 class ScoreStore:
-    def __init__(self, redis: RedisClient, keys: BoardKeys, idempotency_ttl: int) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: BoardKeys, idempotency_ttl: int, clock: Clock = SYSTEM
+    ) -> None:
         self.redis = redis
+        self.clock = clock
         self.keys = keys
         self.reader = BoardReader(redis, keys)
         self._ttl = idempotency_ttl
@@ -88,8 +96,7 @@ class ScoreStore:
         self._ban = redis.register_script(_BAN)
 
     async def award(self, req: AwardRequest, now_ms: int | None = None) -> AwardResult:
-        """Run the award script; ``now_ms`` is for tests that replay a timeline."""
-        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        """Run the award script at Redis's time, or at ``now_ms`` (tests replaying a timeline)."""
         k = self.keys
         keys = [
             k.board,
@@ -106,15 +113,17 @@ class ScoreStore:
             req.name,
             req.action,
             req.points,
-            new_event_id(now_ms),
+            new_event_id(ms(self.clock)),
             req.idempotency_key,
-            now_ms,
+            "" if now_ms is None else now_ms,
             req.client_ip,
             self._ttl,
             req.cooldown_seconds * 1000,
-            len(req.user_limits) + len(req.ip_limits),
+            len(req.ip_limits),
+            len(req.user_limits),
         ]
-        for limits, subject in ((req.user_limits, req.user_id), (req.ip_limits, req.client_ip)):
+        # Address limits first: the script counts replays against them too.
+        for limits, subject in ((req.ip_limits, req.client_ip), (req.user_limits, req.user_id)):
             for limit in limits:
                 keys.append(k.rate(limit.name, subject))
                 args += [limit.name, limit.quota, limit.window_ms]
@@ -124,20 +133,19 @@ class ScoreStore:
             raw = await self._award_pipeline(keys, args)
         else:
             raw = await self._award(keys=keys, args=args)
-        reply = [_text(v) for v in raw]
+        reply = [text(v) for v in raw]
         return _result(req.user_id, reply)
 
     async def moderate(
         self, op: str, user_id: str, client_ip: str, extras: dict[str, str]
     ) -> tuple[bool, int | None]:
         """Ban or unban; (changed, score at the ban or None if the user never scored)."""
-        now_ms = time.time_ns() // 1_000_000
         k = self.keys
-        args: list[str | int] = [op, user_id, new_event_id(now_ms), now_ms, client_ip]
+        args: list[str | int] = [op, user_id, new_event_id(ms(self.clock)), "", client_ip]
         for field, value in extras.items():
             args += [field, value]
         status, score = (
-            _text(v)
+            text(v)
             for v in await self._ban(
                 keys=[k.board, k.members, k.names, k.banned, k.stream], args=args
             )
@@ -185,7 +193,3 @@ def _result(user_id: str, reply: list[str]) -> AwardResult:
     if status in ("limited", "cooldown"):
         return AwardResult(status, user_id, limit=reply[1], wait_ms=int(reply[2]))
     return AwardResult(status, user_id)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -2,7 +2,7 @@
 
 Keyed by the whole token string (header, claims and signature), so only a byte-identical
 token can hit. An entry is served only while the token itself is still acceptable: until
-``exp`` plus the verifier's leeway, the same rule ``shared.tokens.check_claims`` applies
+``exp`` plus the verifier's leeway, the same rule ``services.score_api.tokens.check_claims`` applies
 (``nbf`` was already satisfied when the token was verified, and time only moves forward).
 Scopes are still checked on every request by the caller. Whoever changes the keys or the
 rules must ``clear()`` the cache.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from shared.tokens import Claims
+from services.score_api.tokens import Claims
 
 DEFAULT_MAX_ENTRIES = 4096
 # Larger tokens are verified every time: this bounds the cache's memory to about 16 MiB.
