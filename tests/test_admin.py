@@ -110,3 +110,26 @@ async def test_live_boards_drop_a_banned_user_and_restore_them_on_unban(
         await wait_until(lambda: shown() == [("honest", 10)], what="the ban on the live board")
         await moderate(api, "cheater", "unban")
         await wait_until(lambda: shown() == [("cheater", 50), ("honest", 10)], what="the unban")
+
+
+async def test_a_user_id_with_a_trailing_newline_is_refused_and_bans_no_one(
+    api: Api, redis_client: redis.asyncio.Redis
+) -> None:
+    await api.post("victim", "k1")
+    before = await board_state(redis_client, api.keys)
+    response = await moderate(api, "victim%0a")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await board_state(redis_client, api.keys) == before
+    assert await redis_client.hlen(api.keys.banned) == 0
+    rank = await api.http.get("/api/users/victim%0a/rank")
+    assert rank.status_code == 422
+
+
+@pytest.mark.parametrize("query", ["limit=%C2%B2", "limit=%E2%91%A0", "offset=" + "9" * 5000])
+async def test_unicode_or_huge_numbers_in_the_query_are_422_not_500(api: Api, query: str) -> None:
+    response = await api.http.get(f"/api/score-board?{query}")
+    assert response.status_code == 422
+    assert response.json()["type"].endswith("invalid-parameter")
+    around = await api.http.get("/api/users/victim/rank?around=%C2%B2")
+    assert around.status_code == 422

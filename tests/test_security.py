@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,53 @@ async def test_rate_limits_hold_across_two_api_processes(
     assert statuses.count(429) == 33
     keys = BoardKeys(key_prefix, "global")
     assert len(await stream_events(redis_client, keys.stream)) == 7
+
+
+async def test_replays_of_one_key_count_against_the_address_limit(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # Before: the idempotency check ran before every limit, so one key could be replayed
+    # without end, each replay a full script run in Redis.
+    async with running_api(
+        redis_url=redis_url, redis_key_prefix=key_prefix, rate_limit_ip_per_second=4
+    ) as api:
+        statuses = [(await api.post("alice", "same")).status_code for _ in range(8)]
+        assert statuses[:4] == [200, 200, 200, 200]
+        assert 429 in statuses[4:]
+        refused = await api.post("alice", "same")
+        assert refused.status_code == 429
+        assert refused.json()["type"].endswith("rate-limited")
+        assert refused.headers["ratelimit"].startswith('"ip-second";r=0;')
+    assert len(await stream_events(redis_client, BoardKeys(key_prefix, "global").stream)) == 1
+
+
+async def test_limits_agree_across_api_processes_whose_clocks_disagree(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # Two replicas, one clock 2 minutes slow and one 2 minutes fast. When each replica's
+    # clock drove the limit, the fast one saw the slow one's arrival times as long past and
+    # granted a fresh burst: 10 awards under a limit of 5 per minute.
+    token = issue(ApiSettings(), "alice")
+    async with (
+        api_process(
+            redis_url, key_prefix, CLOCK_OFFSET_SECONDS="-120", RATE_LIMIT_USER_PER_MINUTE="5"
+        ) as slow,
+        api_process(
+            redis_url, key_prefix, CLOCK_OFFSET_SECONDS="120", RATE_LIMIT_USER_PER_MINUTE="5"
+        ) as fast,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        statuses = []
+        for i, base in enumerate([slow] * 6 + [fast] * 6):
+            response = await http.post(
+                f"{base}/api/score",
+                json={"action": "quest_complete"},
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses == [200] * 5 + [429] * 7
+    events = await stream_events(redis_client, BoardKeys(key_prefix, "global").stream)
+    assert len(events) == 5
+    # Event times come from Redis too, not from either replica's clock.
+    now_ms = time.time() * 1000
+    assert all(abs(int(e["ts"]) - now_ms) < 30_000 for e in events)

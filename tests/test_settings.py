@@ -75,3 +75,22 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_catalogue_is_refused_at_startup() -> None:
     with pytest.raises(ValidationError, match="points"):
         ApiSettings(actions={"free_points": 0})
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"rate_limit_ip_per_second": 1_000_001},
+        {"rate_limit_user_per_second": 5_000_000},
+    ],
+)
+def test_a_quota_larger_than_its_window_in_microseconds_is_refused_at_start(
+    setting: dict[str, int],
+) -> None:
+    # Before: the interval window/quota rounded to 0 us and the award script divided by zero.
+    with pytest.raises(ValidationError, match="one per microsecond"):
+        ApiSettings(**setting)  # type: ignore[arg-type]
+
+
+def test_the_largest_quota_a_window_holds_is_accepted() -> None:
+    assert ApiSettings(rate_limit_ip_per_second=1_000_000).ip_limits()[0].interval_us == 1

@@ -67,3 +67,20 @@ def test_paging_defaults_and_bounds() -> None:
         {"offset": "1e3"},
     ):
         assert status_of(validation.paging, bad) == 422
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "\u2460", "\u00b9", "\u0663", "1" * 5000, "0" * 7])
+def test_numeric_parameters_take_few_ascii_digits_only(raw: str) -> None:
+    # Before: str.isdigit() accepted '²' and int() then raised: a 500 with a traceback.
+    assert status_of(validation.paging, {"limit": raw}) == 422
+    assert status_of(validation.bounded_int, {"around": raw}, "around", 0, 0, 25) == 422
+
+
+@pytest.mark.parametrize("user", ["farm\n", "victim\n", "\nx", "a b", "", "x" * 65, "ü"])
+def test_user_ids_are_full_matches(user: str) -> None:
+    # Before: the pattern ended in '$', which also matches before a trailing newline.
+    assert status_of(validation.user_id, user) == 422
+
+
+def test_idempotency_key_with_a_trailing_newline_is_400() -> None:
+    assert status_of(validation.idempotency_key, "key\n") == 400

@@ -8,17 +8,16 @@ a redelivered event never adds twice.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from shared.events import EventError, ScoreEvent
+from shared.formats import EVENT_ID, EventType, Field
 
 BIGINT_MAX = 2**63 - 1
 MAX_TEXT = 1024
-_EVENT_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +108,8 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         raise EventError(f"unknown event type {event.type!r}")
     if event.points and event.type in MODERATION_TYPES:
         raise EventError(f"a {event.type} event carries no points")
-    if not _EVENT_ID.match(event.event_id):
-        raise EventError("event_id must be 1..64 characters of [0-9A-Za-z_-]")
+    if not EVENT_ID.matches(event.event_id):
+        raise EventError(f"event_id must be {EVENT_ID.describe()}")
     for label, number in (("points", event.points), ("score", event.score), ("seq", event.seq)):
         if not -BIGINT_MAX <= number <= BIGINT_MAX:
             raise EventError(f"{label} is out of range")
@@ -137,19 +136,19 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         event.idempotency_key,
         event.client_ip,
         created,
-        extras.get("request_id"),
-        extras.get("user_agent"),
-        extras.get("jti"),
-        extras.get("iss"),
-        extras.get("by"),
+        extras.get(Field.REQUEST_ID),
+        extras.get(Field.USER_AGENT),
+        extras.get(Field.JTI),
+        extras.get(Field.ISS),
+        extras.get(Field.BY),
     )
 
 
 # The one place that knows event types: a type missing here is refused (and dead-lettered).
 # Types whose points count towards ``users.score``.
-SCORING_TYPES = frozenset({"score"})
+SCORING_TYPES = frozenset({EventType.SCORE})
 # Types that set a user's ban state and carry no points.
-MODERATION_TYPES = frozenset({"ban", "unban"})
+MODERATION_TYPES = frozenset({EventType.BAN, EventType.UNBAN})
 EVENT_TYPES = SCORING_TYPES | MODERATION_TYPES
 
 
@@ -173,7 +172,7 @@ def ban_states(rows: Sequence[EventRow], inserted: set[str]) -> list[BanState]:
         if seen is None or stream_id_key(row.stream_id) > stream_id_key(seen.stream_id):
             newest[row.user_id] = row
     return [
-        BanState(user, row.name, row.type == "ban", row.created_at)
+        BanState(user, row.name, row.type == EventType.BAN, row.created_at)
         for user, row in sorted(newest.items())
     ]
 
