@@ -9,9 +9,8 @@ Starlette (``routes``); the gateway through its WebSocket server's HTTP hook. Re
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -21,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from shared.lifecycle import uvicorn_serving
 
 JSON = "application/json"
 PATHS = ("/healthz", "/readyz", "/metrics")
@@ -84,29 +85,11 @@ class Health:
         return [Route(path, endpoint(path), methods=["GET"]) for path in PATHS]
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The service owns SIGTERM/SIGINT (shared.lifecycle); uvicorn must not take them.
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serving(app: Starlette, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` with uvicorn in this loop until the block exits; yields the bound port."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, log_config=None
     )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the health server stopped before it started")
-            await asyncio.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await task
+    async with uvicorn_serving(config) as bound:
+        yield bound

@@ -12,10 +12,11 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+import uvicorn
 from redis.backoff import EqualJitterBackoff
 
 T = TypeVar("T")
@@ -92,3 +93,29 @@ async def serve_until_signalled(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service owns SIGTERM/SIGINT (serve_until_signalled); uvicorn must not take them.
+        yield
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(config: uvicorn.Config) -> AsyncIterator[int]:
+    """Run uvicorn in this loop until the block exits (its own graceful shutdown, bounded by
+    ``config.timeout_graceful_shutdown``); yields the bound port."""
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task

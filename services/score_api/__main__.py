@@ -1,31 +1,23 @@
-"""``python -m services.score_api``: serve the API with uvicorn (uvloop, httptools)."""
+"""``python -m services.score_api``: serve until SIGTERM/SIGINT, then shut down gracefully."""
 
 from __future__ import annotations
 
-import uvicorn
+import logging
 
-from services.score_api.app import create_app
+import uvloop
+
+from services.score_api.service import running
 from services.score_api.settings import ApiSettings
 from shared import logs
+from shared.lifecycle import serve_until_signalled
+
+log = logging.getLogger("services.score_api")
 
 
 def main() -> None:
     settings = ApiSettings()
     logs.configure(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
-        log_config=None,  # keep shared.logs' JSON handler
-        access_log=False,
-        # Our TRUSTED_PROXIES rule is the only one: uvicorn would otherwise believe
-        # X-Forwarded-For from 127.0.0.1 by default.
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-    )
+    uvloop.run(serve_until_signalled(running(settings), log))
 
 
 if __name__ == "__main__":
