@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
+from contextlib import AbstractAsyncContextManager
 
 import uvloop
 
 from services.broadcast_gateway.server import Gateway
 from services.broadcast_gateway.settings import GatewaySettings
 from shared import logs
+from shared.lifecycle import serve_until_signalled
 
 log = logging.getLogger("services.broadcast_gateway")
 
 
-async def serve_until_signalled(settings: GatewaySettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with Gateway(settings).running() as url:
-        log.info("gateway listening on %s", url)
-        await stop.wait()
-        log.info("shutting down")
-    log.info("stopped")
+def running(settings: GatewaySettings) -> AbstractAsyncContextManager[str]:
+    """The gateway's lifecycle (``Gateway.running``): yields its WebSocket URL."""
+    return Gateway(settings).running()
 
 
 def main() -> None:
     settings = GatewaySettings()
     logs.configure(settings.log_level)
-    uvloop.run(serve_until_signalled(settings))
+    uvloop.run(serve_until_signalled(running(settings), log))
 
 
 if __name__ == "__main__":
