@@ -1,13 +1,34 @@
-"""Redis key names of one board; every key shares one hash tag so scripts run on Redis Cluster."""
+"""Redis key names of one board; every key shares one hash tag so scripts run on Redis Cluster.
+
+Every key a service writes is declared here, once: ``BoardKeys.<name>`` is the key's full name,
+e.g. ``{lb:global}:board``, where the ``{...}`` part is the hash tag. The values' formats are
+``shared.formats``'.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
+
+
+class _Key:
+    """A key of the board, ``<tag>:<suffix>``; its docstring says what it holds."""
+
+    def __init__(self, suffix: str, doc: str) -> None:
+        self.suffix = suffix
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, board: None, owner: type[BoardKeys]) -> _Key: ...
+    @overload
+    def __get__(self, board: BoardKeys, owner: type[BoardKeys]) -> str: ...
+    def __get__(self, board: BoardKeys | None, owner: type[BoardKeys]) -> str | _Key:
+        return self if board is None else f"{board.tag}:{self.suffix}"
 
 
 @dataclass(frozen=True)
 class BoardKeys:
-    """All keys of one board, e.g. ``{lb:global}:board``; the ``{...}`` part is the hash tag."""
+    """All keys of one board."""
 
     prefix: str
     board_id: str
@@ -16,67 +37,28 @@ class BoardKeys:
     def tag(self) -> str:
         return f"{{{self.prefix}:{self.board_id}}}"
 
-    @property
-    def board(self) -> str:
-        """Sorted set: member ``<seq>:<user_id>`` (shared.formats), score minus the user's
-        total, so ascending order is the ranking (see shared.board)."""
-        return f"{self.tag}:board"
-
-    @property
-    def members(self) -> str:
-        """Hash user_id -> current board member, to find a user's entry in O(1)."""
-        return f"{self.tag}:members"
-
-    @property
-    def names(self) -> str:
-        """Hash user_id -> display name."""
-        return f"{self.tag}:names"
-
-    @property
-    def seq(self) -> str:
-        """Counter giving every accepted update its arrival order (the tie-break)."""
-        return f"{self.tag}:seq"
-
-    @property
-    def stream(self) -> str:
-        """Stream of score events (shared.events), read by the persister and the gateways."""
-        return f"{self.tag}:events"
-
-    @property
-    def dead_letters(self) -> str:
-        """Stream of score events the persister could not parse or store, each with its error."""
-        return f"{self.tag}:events:dead"
-
-    @property
-    def rebuild_board(self) -> str:
-        """Staging copy of ``board`` that ``persister rebuild`` fills, then renames into place."""
-        return f"{self.tag}:rebuild:board"
-
-    @property
-    def rebuild_members(self) -> str:
-        """Staging copy of ``members`` (see ``rebuild_board``)."""
-        return f"{self.tag}:rebuild:members"
-
-    @property
-    def rebuild_names(self) -> str:
-        """Staging copy of ``names`` (see ``rebuild_board``)."""
-        return f"{self.tag}:rebuild:names"
-
-    @property
-    def rebuild_banned(self) -> str:
-        """Staging copy of ``banned`` (see ``rebuild_board``)."""
-        return f"{self.tag}:rebuild:banned"
+    # The board: member ``<seq>:<user_id>``, score minus the user's total, so ascending
+    # order is the ranking (shared.board).
+    board = _Key("board", "Sorted set: the ranking (member <seq>:<user_id>, score -total).")
+    members = _Key("members", "Hash user_id -> current board member, to find a user's entry.")
+    names = _Key("names", "Hash user_id -> display name.")
+    seq = _Key("seq", "Counter giving every accepted update its arrival order (the tie-break).")
+    stream = _Key("events", "Stream of events (shared.events): persister and gateways read it.")
+    dead_letters = _Key(
+        "events:dead", "Stream of events the persister could not parse or store, with the error."
+    )
+    # Both parts are empty for a user banned before scoring (shared.formats.banned_value).
+    banned = _Key("banned", "Hash user_id -> <score>|<member> the user had when banned.")
+    # Staging copies that ``persister rebuild`` fills, then renames into place in one script.
+    rebuild_board = _Key("rebuild:board", "Staging copy of ``board`` (persister rebuild).")
+    rebuild_members = _Key("rebuild:members", "Staging copy of ``members`` (persister rebuild).")
+    rebuild_names = _Key("rebuild:names", "Staging copy of ``names`` (persister rebuild).")
+    rebuild_banned = _Key("rebuild:banned", "Staging copy of ``banned`` (persister rebuild).")
 
     def idempotency(self, user_id: str, key: str) -> str:
         """Hash remembering the result of one (user, Idempotency-Key) pair."""
         # '|' cannot occur in a user id or an idempotency key, so the pair is unambiguous.
         return f"{self.tag}:idem:{user_id}|{key}"
-
-    @property
-    def banned(self) -> str:
-        """Hash user_id -> ``<score>|<member>`` the user had when banned, both parts empty if
-        they never scored (shared.formats.banned_value)."""
-        return f"{self.tag}:banned"
 
     def cooldown(self, user_id: str, action: str) -> str:
         """Present (with a TTL) while the user may not complete ``action`` again."""

@@ -12,14 +12,19 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 from redis.backoff import EqualJitterBackoff
 
+from shared import logs
+from shared.settings import SharedSettings
+
 T = TypeVar("T")
+S = TypeVar("S", bound=SharedSettings)
 MAX_DOUBLINGS = 30
 
 
@@ -119,3 +124,11 @@ async def uvicorn_serving(config: uvicorn.Config) -> AsyncIterator[int]:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await task
+
+
+def main(
+    settings: S, running: Callable[[S], AbstractAsyncContextManager[Any]], log: logging.Logger
+) -> None:
+    """A service's ``python -m`` entry point: JSON logs, uvloop, ``running`` until signalled."""
+    logs.configure(settings.log_level)
+    uvloop.run(serve_until_signalled(running(settings), log))

@@ -5,14 +5,9 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractAsyncContextManager
 
-import uvloop
-
 from services.broadcast_gateway.server import Gateway
 from services.broadcast_gateway.settings import GatewaySettings
-from shared import logs
-from shared.lifecycle import serve_until_signalled
-
-log = logging.getLogger("services.broadcast_gateway")
+from shared import lifecycle
 
 
 def running(settings: GatewaySettings) -> AbstractAsyncContextManager[str]:
@@ -20,11 +15,5 @@ def running(settings: GatewaySettings) -> AbstractAsyncContextManager[str]:
     return Gateway(settings).running()
 
 
-def main() -> None:
-    settings = GatewaySettings()
-    logs.configure(settings.log_level)
-    uvloop.run(serve_until_signalled(running(settings), log))
-
-
 if __name__ == "__main__":
-    main()
+    lifecycle.main(GatewaySettings(), running, logging.getLogger("services.broadcast_gateway"))

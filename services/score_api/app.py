@@ -132,6 +132,11 @@ class ScoreApi:
             raise Problem.from_scope_error(exc) from None
         return claims
 
+    def client_ip(self, request: Request) -> str:
+        """The caller's address: X-Forwarded-For only from a trusted proxy (shared.netaddr)."""
+        client = request.client.host if request.client else None
+        return validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+
     def use_public_keys(self) -> None:
         """Verify with the key source's current keys; tokens cached under the old ones go."""
         self.verifier = self.verifier.with_public_keys(self.key_source.keys)
@@ -148,8 +153,7 @@ class ScoreApi:
             raise Problem(
                 422, "unknown-action", f"unknown action {action_name!r}", reason="unknown_action"
             ) from None
-        client = request.client.host if request.client else None
-        ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+        ip = self.client_ip(request)
         award = AwardRequest(
             user_id=claims.sub,
             name=claims.name,
@@ -202,8 +206,7 @@ class ScoreApi:
         """Ban or unban a user (scope score:admin); recorded as a stream event with its author."""
         claims = await self.authenticate(request, SCOPE_ADMIN)
         user_id = validation.user_id(request.path_params["user_id"])
-        client = request.client.host if request.client else None
-        ip = validation.client_ip(client, request.headers.get("x-forwarded-for"), self.trusted)
+        ip = self.client_ip(request)
         extras = audit_fields(request, claims) | {Field.BY: claims.sub}
         try:
             changed, score = await self.store.moderate(op, user_id, ip, extras)

@@ -41,26 +41,21 @@ class Problem(Exception):
         return f"Problem({self.status}, {self.slug!r}, {self.detail!r})"
 
     @classmethod
+    def bearer(cls, status: int, error: str, detail: str, reason: str, **params: str) -> Problem:
+        """A refusal that RFC 6750 describes in ``WWW-Authenticate: Bearer error=...``."""
+        header = ", ".join([f'Bearer error="{error}"', *(f'{k}="{v}"' for k, v in params.items())])
+        slug = error.replace("_", "-")
+        return cls(status, slug, detail, headers={"WWW-Authenticate": header}, reason=reason)
+
+    @classmethod
     def from_token_error(cls, exc: TokenError) -> Problem:
-        header = f'Bearer error="invalid_token", error_description="{exc.detail}"'
-        return cls(
-            401,
-            "invalid-token",
-            exc.detail,
-            headers={"WWW-Authenticate": header},
-            reason=f"token_{exc.reason}",
+        return cls.bearer(
+            401, "invalid_token", exc.detail, f"token_{exc.reason}", error_description=exc.detail
         )
 
     @classmethod
     def from_scope_error(cls, exc: ScopeError) -> Problem:
-        header = f'Bearer error="insufficient_scope", scope="{exc.scope}"'
-        return cls(
-            403,
-            "insufficient-scope",
-            str(exc),
-            headers={"WWW-Authenticate": header},
-            reason="scope",
-        )
+        return cls.bearer(403, "insufficient_scope", str(exc), "scope", scope=exc.scope)
 
     def response(self, instance: str) -> Response:
         body = {
@@ -79,13 +74,7 @@ class Problem(Exception):
 
 
 def missing_token() -> Problem:
-    return Problem(
-        401,
-        "invalid-token",
-        "a bearer token is required",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        reason="token_missing",
-    )
+    return Problem.bearer(401, "invalid_token", "a bearer token is required", "token_missing")
 
 
 def redis_unavailable() -> Problem:
