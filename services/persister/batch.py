@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from shared import redisconn
 from shared.events import EventError, ScoreEvent
 from shared.formats import EVENT_ID, EventType, Field
 
@@ -206,8 +207,8 @@ def claim_reply(reply: Sequence[Any]) -> tuple[str, list[Any], list[str]]:
     """
     if len(reply) not in (2, 3):
         raise ValueError(f"unexpected XAUTOCLAIM reply of {len(reply)} elements")
-    deleted = [_text(d) for d in reply[2]] if len(reply) == 3 else []
-    return _text(reply[0]), list(reply[1] or []), deleted
+    deleted = [redisconn.text(d) for d in reply[2]] if len(reply) == 3 else []
+    return redisconn.text(reply[0]), list(reply[1] or []), deleted
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:
@@ -232,10 +233,6 @@ def previous_stream_id(stream_id: str) -> str:
     if ms > 0:
         return f"{ms - 1}-{2**64 - 1}"
     return "0-0"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def trim_point(
