@@ -11,13 +11,16 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio
+from starlette.applications import Starlette
 
-from services.persister import health, metrics
+from services.persister import metrics
 from services.persister.batch import StreamEntry
 from services.persister.migrate import migrate
+from services.persister.service import running
 from services.persister.settings import PersisterSettings
 from services.persister.store import EventStore
 from services.persister.worker import Persister
+from shared.health import Health
 from shared.redisconn import connect
 from tests.persister_fixtures import (
     Api,
@@ -273,13 +276,25 @@ async def test_lost_stream_restarts_the_group_at_the_beginning(
     assert row["user_id"] == "planted"
 
 
-async def test_health_readiness_and_metrics(make_worker: WorkerFactory) -> None:
-    worker = await make_worker()
-    await worker.step()
-    app = health.create_app(alive=lambda: True, ready=worker.readiness)
-    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-        assert (await http.get("/healthz")).json() == {"status": "ok"}
-        assert (await http.get("/readyz")).json() == {"status": "ready"}
+async def test_health_readiness_and_metrics(
+    redis_url: str, database_url: str, key_prefix: str
+) -> None:
+    await migrate(database_url)
+    settings = PersisterSettings(
+        redis_url=redis_url,
+        database_url=database_url,
+        redis_key_prefix=key_prefix,
+        persister_metrics_host="127.0.0.1",
+        persister_metrics_port=0,
+    )
+    async with (
+        running(settings) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        healthz = await http.get("/healthz")
+        assert (healthz.status_code, healthz.json()) == (200, {"status": "ok"})
+        readyz = await http.get("/readyz")
+        assert (readyz.status_code, readyz.json()) == (200, {"status": "ready"})
         text = (await http.get("/metrics")).text
     for name in (
         "persister_events_persisted_total",
@@ -304,10 +319,16 @@ async def test_unready_when_postgres_is_unreachable(redis_url: str, key_prefix: 
     worker = Persister(settings, connect(redis_url), store)
     try:
         assert set(await worker.readiness()) == {"postgres"}
-        app = health.create_app(alive=lambda: False, ready=worker.readiness)
+        app = Starlette(routes=Health(ready=worker.readiness, alive=lambda: False).routes())
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-            assert (await http.get("/healthz")).status_code == 503
-            assert (await http.get("/readyz")).status_code == 503
+            healthz = await http.get("/healthz")
+            assert (healthz.status_code, healthz.json()) == (503, {"status": "stopped"})
+            readyz = await http.get("/readyz")
+            assert readyz.status_code == 503
+            body = readyz.json()
+            assert body.pop("status") == "unavailable"
+            assert set(body) == {"postgres"}  # the failing backend, with its error's name
+            assert body["postgres"]
     finally:
         await store.close()
         await worker.redis.aclose()

@@ -4,79 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import logging
-import signal
 import sys
 
 import uvloop
 
-from services.persister import health
 from services.persister.migrate import migrate
 from services.persister.rebuild import RebuildRefused, rebuild
 from services.persister.reconcile import reconcile
+from services.persister.service import Service
 from services.persister.settings import PersisterSettings
-from services.persister.store import EventStore
-from services.persister.worker import Persister
 from shared import logs
-from shared.redisconn import connect
+from shared.lifecycle import serve_until_signalled
 
 log = logging.getLogger("services.persister")
 
 
 async def run(settings: PersisterSettings) -> int:
-    """Persist until SIGTERM/SIGINT; then finish the batch in hand within the deadline."""
-    # The socket timeout must outlast a blocking XREADGROUP.
-    timeout = max(settings.persister_redis_timeout_seconds, settings.persister_block_ms / 1000 + 2)
-    redis = connect(settings.redis_url, timeout=timeout, max_connections=8)
-    store = await EventStore.open(settings.database_url, settings.persister_pg_timeout_seconds)
-    persister = Persister(settings, redis, store)
-    # As in the API: the startup heap lives as long as the process, so full collections
-    # (frequent here: parsing makes many short-lived objects) should not walk it.
-    gc.collect()
-    gc.freeze()
-    worker = asyncio.create_task(persister.run(), name="persister")
-    app = health.create_app(alive=lambda: not worker.done(), ready=persister.readiness)
-    server, server_task = await health.start(
-        app, settings.persister_metrics_host, settings.persister_metrics_port
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, persister.stop)
-    log.info(
-        "persisting %s as %s/%s; health on :%d",
-        persister.stream,
-        persister.group,
-        persister.consumer,
-        settings.persister_metrics_port,
-    )
-    code = 0
-    try:
-        stopping = asyncio.create_task(persister.stopping.wait())
-        await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if worker.done():
-            worker.result()  # the loop only ends on stop(): anything else is a crash
-        else:
-            log.info("stopping: finishing the batch in hand")
-            try:
-                await asyncio.wait_for(worker, settings.persister_shutdown_seconds)
-            except TimeoutError:
-                # Cancelled mid-batch: nothing was acknowledged, so it will be redelivered.
-                log.error("shutdown deadline passed; the batch in hand will be redelivered")
-                code = 1
-    except Exception:
-        log.exception("the persist loop crashed")
-        code = 1
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await server_task
-        await store.close()
-        await redis.aclose()
-    log.info("stopped")
-    return code
+    """Persist until SIGTERM/SIGINT, or until the persist loop crashes (then exit 1)."""
+    service = Service(settings)
+    await serve_until_signalled(service.running(), log, stop=service.ended)
+    return service.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the persister (default registry, served on /metrics by health.py)."""
+"""Prometheus metrics of the persister (default registry; ``shared.health`` serves /metrics)."""
 
 from __future__ import annotations
 
