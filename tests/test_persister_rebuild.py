@@ -1,4 +1,5 @@
-"""``persister rebuild`` against real servers: the board, names and tie-breaks come back."""
+"""``persister rebuild`` against real servers: the board, names and tie-breaks come back, and
+the board it replaces is freed without blocking Redis."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio
 
+from devstack.servers import Server
 from services.persister.migrate import migrate
 from services.persister.rebuild import RebuildRefused, rebuild
 from services.persister.settings import PersisterSettings
-from shared.formats import decode_member
-from tests.persister_fixtures import ROOT, Api, drain, open_worker, running_api
+from shared.formats import decode_member, encode_member
+from shared.keys import BoardKeys
+from tests.persister_fixtures import ROOT, Api, drain, open_worker, running_api, wait_until
 
 
 @pytest.fixture
@@ -106,3 +110,46 @@ async def test_rebuild_command_refuses_with_exit_2_then_forces(
     forced = await asyncio.to_thread(run, "--force")
     assert forced.returncode == 0, forced.stderr
     assert "rebuilt 12 users" in forced.stdout
+
+
+async def test_a_forced_rebuild_frees_the_replaced_board_in_the_background(
+    own_redis: Server, database_url: str, key_prefix: str
+) -> None:
+    # A server of its own: the lazy-free counter is server-wide, so no other test moves it.
+    await migrate(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO users (user_id, name, score, last_seq) VALUES ('a', 'A', 5, 1)"
+        )
+    finally:
+        await conn.close()
+    settings = PersisterSettings(
+        redis_url=own_redis.url, database_url=database_url, redis_key_prefix=key_prefix
+    )
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        # Only an explicit UNLINK may free lazily here (Valkey 8 defaults these to yes).
+        for name in ("lazyfree-lazy-server-del", "lazyfree-lazy-user-del"):
+            await client.config_set(name, "no")
+        keys = BoardKeys(key_prefix, "global")
+        big = {encode_member(i, f"old{i}"): -i for i in range(1, 5001)}
+        await client.zadd(keys.board, big)
+        await client.hset(keys.members, mapping={f"old{i}": "m" for i in range(5000)})
+        await client.hset(keys.names, mapping={f"old{i}": "Old" for i in range(5000)})
+
+        async def freed() -> int:
+            memory = await client.info("memory")
+            assert "lazyfreed_objects" in memory  # Redis >= 6.2 and Valkey report it
+            return int(memory["lazyfreed_objects"])
+
+        before = await freed()
+        assert await rebuild(settings, force=True, out=io.StringIO()) == 1
+        assert await client.zrange(keys.board, 0, -1) == [encode_member(1, "a").encode()]
+
+        async def background_frees() -> bool:
+            return await freed() - before >= 3  # the old board, members and names
+
+        await wait_until(background_frees, "the replaced board to be freed lazily", within=10)
+    finally:
+        await client.aclose()
