@@ -8,13 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import redis.asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 from devstack.devtoken import issue
 from devstack.servers import Server
@@ -206,7 +203,7 @@ async def test_client_that_stops_reading_delays_nobody_and_is_closed_1013(
                     lambda: metric("gateway_closes_total", reason="slow") == before + 1,
                     what="slow close",
                 )
-                assert all(c.unsent < 8192 + 16384 for c in gateway.fanout.clients)
+                assert all(c.sink.unsent < 8192 + 16384 for c in gateway.fanout.clients)
             finally:
                 for f in followers:
                     await f.__aexit__()
@@ -340,41 +337,3 @@ async def test_sigterm_closes_1012_and_clients_reconnect_to_the_api_board(
     log = (tmp_path / "gateway.log").read_text()
     assert "shutting down" in log, log
     assert "stopped" in log, log
-
-
-def parse_frame(data: bytes) -> Frame:
-    """One server frame, read back with websockets' own parser (what a client would see)."""
-    reader = StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    parser = Frame.parse(reader.read_exact, mask=False)
-    try:
-        next(parser)
-    except StopIteration as done:
-        frame: Frame = done.value
-        assert reader.at_eof(), "one frame, nothing after it"
-        return frame
-    raise AssertionError("incomplete frame")
-
-
-def test_message_frames_are_shared_not_rebuilt_per_client() -> None:
-    # The serialized frame is one bytes object per version, written as is to every client.
-    from services.broadcast_gateway.fanout import Fanout
-
-    fanout = Fanout()
-    fanout.reset(())
-    version, first = fanout.snapshot()
-    assert fanout.snapshot()[1] is first
-    assert orjson.loads(first) == {"type": "snapshot", "version": version, "board": []}
-    frame = fanout._snapshot_frame()[2]
-    assert fanout._snapshot_frame()[2] is frame
-    assert parse_frame(frame).data == first
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536])
-def test_text_frame_round_trips_at_every_length_encoding(size: int) -> None:
-    from services.broadcast_gateway.fanout import text_frame
-
-    message = b"x" * size
-    frame = parse_frame(text_frame(message))
-    assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, message)

@@ -1,8 +1,14 @@
-"""Prometheus metrics of the broadcast gateway."""
+"""Prometheus metrics of the broadcast gateway, and the fan-out that records them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.broadcast_gateway.fanout import NOTHING, Client, Fanout, Outcome, unframed
+from services.broadcast_gateway.protocol import Board
+from shared.clock import SYSTEM, Clock
 
 CONNECTIONS = Gauge("gateway_connections", "Open WebSocket connections")
 MESSAGES = Counter("gateway_messages_sent_total", "Messages written to clients", ["type"])
@@ -27,3 +33,62 @@ EVENT_DELAY = Histogram(
 )
 VERSION = Gauge("gateway_board_version", "Current board version of this instance")
 REDIS_ERRORS = Counter("gateway_redis_errors_total", "Redis failures that forced a reconnect")
+
+# Looked up once: a drained client's snapshot is recorded on its own, many times a second.
+_SENT = {kind: (MESSAGES.labels(kind), BYTES.labels(kind)) for kind in ("diff", "snapshot", "ping")}
+
+
+def record(outcome: Outcome) -> Outcome:
+    """Count what one fan-out operation wrote."""
+    if outcome is NOTHING:
+        return outcome
+    for kind, frames, size in (
+        ("diff", outcome.diffs, outcome.diff_bytes),
+        ("snapshot", outcome.snapshots, outcome.snapshot_bytes),
+        ("ping", outcome.pings, outcome.ping_bytes),
+    ):
+        if frames:
+            messages, written = _SENT[kind]
+            messages.inc(frames)
+            written.inc(size)
+    if outcome.conflated:
+        CONFLATED.inc(outcome.conflated)
+    return outcome
+
+
+class MeteredFanout(Fanout):
+    """The fan-out, recording what each operation wrote and how long each broadcast took."""
+
+    def __init__(self, frame: Callable[[bytes], bytes] = unframed, clock: Clock = SYSTEM) -> None:
+        super().__init__(frame)
+        self.clock = clock
+
+    def add(self, client: Client) -> Outcome:
+        return record(super().add(client))
+
+    def resync(self, client: Client) -> Outcome:
+        return record(super().resync(client))
+
+    def catch_up(self, client: Client) -> Outcome:
+        return record(super().catch_up(client))
+
+    def ping(self) -> Outcome:
+        return record(super().ping())
+
+    def reset(self, board: Board) -> Outcome:
+        outcome = record(super().reset(board))
+        VERSION.set(self.version)
+        return outcome
+
+    def publish(self, board: Board, event_times_ms: Sequence[int] = ()) -> Outcome:
+        started = self.clock.monotonic()
+        outcome = super().publish(board, event_times_ms)
+        if outcome.diff is None:
+            return outcome
+        BROADCAST.observe(self.clock.monotonic() - started)
+        record(outcome)
+        VERSION.set(self.version)
+        now_ms = self.clock.time() * 1000
+        for ts in outcome.events_ms:
+            EVENT_DELAY.observe(max(0.0, now_ms - ts) / 1000)
+        return outcome

@@ -8,7 +8,6 @@ board A to board B lists every entry of B that is not already at its rank in A, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -137,16 +136,18 @@ class ClientView:
 
 
 class RateLimit:
-    """Token bucket over inbound messages: ``burst`` at once, ``rate`` per second sustained."""
+    """Token bucket over inbound messages: ``burst`` at once, ``rate`` per second sustained.
 
-    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
+    ``now`` is any monotonic clock's reading in seconds, the same clock at every call.
+    """
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
-        self._at = time.monotonic() if now is None else now
+        self._at = now
 
-    def allow(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+    def allow(self, now: float) -> bool:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
         if self._tokens >= 1:

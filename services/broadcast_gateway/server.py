@@ -14,39 +14,49 @@ Close codes and HTTP refusals, in one place:
 
 The client address is the TCP peer's, or the first untrusted hop of X-Forwarded-For when the
 peer is a trusted proxy (shared.netaddr.client_ip).
+
+Who gets which frame, and who is stuck, is the fan-out's decision (``fanout``, no I/O); what
+this module does with websockets goes through ``wsadapter``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import http
 import logging
-import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
 
-from services.broadcast_gateway import metrics
-from services.broadcast_gateway.fanout import Client, Fanout, FanoutConnection, batches
+from services.broadcast_gateway import metrics, wsadapter
+from services.broadcast_gateway.fanout import Client
 from services.broadcast_gateway.limits import IpCounter
 from services.broadcast_gateway.protocol import RateLimit, is_resync
 from services.broadcast_gateway.reader import BoardFeed
 from services.broadcast_gateway.settings import GatewaySettings
+from services.broadcast_gateway.wsadapter import (
+    CloseCode,
+    ConnectionClosed,
+    ConnectionSink,
+    GatewayConnection,
+    Request,
+    Response,
+    Server,
+    http_response,
+)
+from shared.clock import SYSTEM, Clock
+from shared.health import JSON, Answer, Health
 from shared.netaddr import client_ip, parse_networks
 
 log = logging.getLogger(__name__)
 # After the shutdown deadline: how long background loops and Redis clients get to stop.
 STOP_SECONDS = 2.0
+TEXT = "text/plain; charset=utf-8"
+NOT_FOUND = Answer(404, orjson.dumps({"status": 404, "detail": "not found"}), JSON)
+
+T = TypeVar("T")
 
 
 def origin_allowed(origin: str | None, allowed: list[str], allow_missing: bool) -> bool:
@@ -55,82 +65,51 @@ def origin_allowed(origin: str | None, allowed: list[str], allow_missing: bool) 
     return "*" in allowed or origin in allowed
 
 
-def peer_host(connection: ServerConnection) -> str | None:
-    """The TCP peer's address (None on a Unix socket)."""
-    remote = connection.remote_address
-    return remote[0] if isinstance(remote, tuple) and remote else None
-
-
 def refusal(status: int, text: bytes, retry_after: int | None = None) -> Response:
-    response = http_response(status, text, "text/plain; charset=utf-8")
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    return http_response(Answer(status, text, TEXT), retry_after)
 
 
-def http_response(status: int, body: bytes, content_type: str) -> Response:
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", content_type),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-def json_response(status: int, body: object) -> Response:
-    return http_response(status, orjson.dumps(body), "application/json")
-
-
-async def close_within(connection: ServerConnection, code: int, reason: str, within: float) -> None:
-    """Start the closing handshake and abort the TCP connection if it is not done in time.
-
-    ``connection.close()`` first waits for the write buffer to drain, which a client that does
-    not read never lets happen; here the close frame is queued without waiting, and the
-    deadline covers the whole handshake.
-    """
-    # Already closing or closed: then only the deadline is left to enforce.
-    with contextlib.suppress(Exception):
-        connection.protocol.send_close(code, reason)
-        connection.send_data()
-    try:
-        async with asyncio.timeout(within):
-            await connection.wait_closed()
-    except TimeoutError:
-        connection.transport.abort()
+def batches(items: Iterable[T], size: int) -> list[list[T]]:
+    every = list(items)
+    return [every[i : i + size] for i in range(0, len(every), size)]
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, clock: Clock = SYSTEM) -> None:
         self.settings = settings
-        self.fanout = Fanout()
-        self.feed = BoardFeed(settings, self.fanout)
+        self.clock = clock
+        self.fanout = metrics.MeteredFanout(wsadapter.text_frame, clock)
+        self.feed = BoardFeed(settings, self.fanout, clock)
+        self.health = Health(
+            ready=self._not_ready, details=lambda: {"version": self.fanout.version}
+        )
         self.server: Server | None = None
         self.trusted = parse_networks(settings.gateway_trusted_proxies)
         self.per_ip = IpCounter(settings.gateway_max_connections_per_ip)
         self.url = ""  # the WebSocket URL, once running
+        # The fan-out knows clients as sinks; shutdown also waits for and aborts connections.
+        self._sinks: dict[Client, ConnectionSink] = {}
         self._background: set[asyncio.Task[Any]] = set()
+
+    async def _not_ready(self) -> dict[str, object]:
+        if await self.feed.ready():
+            return {}
+        if not self.fanout.loaded:
+            return {"reason": "board not loaded"}
+        return {"reason": "redis unavailable"}
 
     # Handshake and plain HTTP
 
     async def process_request(
-        self, connection: ServerConnection, request: Request
+        self, connection: GatewayConnection, request: Request
     ) -> Response | None:
         s = self.settings
         path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            return json_response(200, {"status": "ok"})
-        if path == "/readyz":
-            if await self.feed.ready():
-                return json_response(200, {"status": "ready", "version": self.fanout.version})
-            return json_response(503, {"status": "unavailable"})
-        if path == "/metrics":
-            return http_response(200, generate_latest(), CONTENT_TYPE_LATEST)
+        answer = await self.health.answer(path)
+        if answer is not None:
+            return http_response(answer)
         if path != s.gateway_path:
-            return json_response(404, {"status": 404, "detail": "not found"})
+            return http_response(NOT_FOUND)
         origins = request.headers.get_all("Origin")
         if len(origins) > 1 or not origin_allowed(
             origins[0] if origins else None,
@@ -144,57 +123,56 @@ class Gateway:
             metrics.CLOSES.labels("capacity").inc()
             return refusal(503, b"connection limit reached\n", retry_after=5)
         if s.gateway_socket_send_buffer:
-            sock = connection.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, s.gateway_socket_send_buffer)
+            wsadapter.set_send_buffer(connection, s.gateway_socket_send_buffer)
         # Proxies may append a header each time instead of extending one (RFC 9110 5.3).
         forwarded = ", ".join(request.headers.get_all("X-Forwarded-For")) or None
-        address = client_ip(peer_host(connection), forwarded, self.trusted)
+        address = client_ip(wsadapter.peer_host(connection), forwarded, self.trusted)
         # Nothing awaits between this check and the count, so concurrent handshakes from one
         # address cannot all slip under the limit. Last check: nothing below refuses.
         if not self.per_ip.acquire(address):
             metrics.CLOSES.labels("per_ip").inc()
             return refusal(429, b"too many connections from this address\n", retry_after=5)
-        # Given back when the TCP connection is gone, whichever way: after the handler, or
-        # when websockets refuses the handshake after us (no Upgrade: 426; shutting down: 503;
-        # handshake timeout), where the handler never runs. connection_lost runs exactly once.
-        connection.connection_lost_waiter.add_done_callback(lambda _: self.per_ip.release(address))
+        # Given back when the TCP connection is gone, also if websockets refuses the
+        # handshake after us and the handler never runs.
+        wsadapter.when_lost(connection, lambda: self.per_ip.release(address))
         return None
 
     # One connection
 
-    async def handler(self, connection: ServerConnection) -> None:
+    async def handler(self, connection: GatewayConnection) -> None:
         s = self.settings
-        # The parser keeps the handshake request alive for the life of the connection; its
-        # headers (about 2.5 KiB) were only needed by process_request.
-        for handshake in (connection.request, connection.response):
-            if handshake is not None:
-                handshake.headers.clear()
-        client = Client(
-            connection, RateLimit(s.gateway_inbound_per_second, s.gateway_inbound_burst)
+        wsadapter.clear_handshake(connection)
+        sink = ConnectionSink(connection, s.gateway_close_timeout)
+        client = Client(sink)
+        limiter = RateLimit(
+            s.gateway_inbound_per_second, s.gateway_inbound_burst, self.clock.monotonic()
         )
+        self._sinks[client] = sink
+        connection.on_drain = lambda: self.fanout.catch_up(client)
         self.fanout.add(client)  # the snapshot, as soon as the board is loaded
         metrics.CONNECTIONS.inc()
         reason = "client"
         try:
             async for message in connection:
-                if client.close_reason:
+                if client.closing:
                     continue  # closing: keep reading so the client's close frame gets through
-                if not client.limiter.allow():
-                    client.close_reason = "rate"
-                    self._close(client, CloseCode.POLICY_VIOLATION, "too many messages")
+                if not limiter.allow(self.clock.monotonic()):
+                    self.fanout.close(
+                        client, CloseCode.POLICY_VIOLATION, "too many messages", "rate"
+                    )
                     continue
                 if is_resync(message):
                     self.fanout.resync(client)
         except ConnectionClosed:
             reason = "error"
         finally:
+            connection.on_drain = None
             self.fanout.remove(client)
+            del self._sinks[client]
             metrics.CONNECTIONS.dec()
-        sent = connection.protocol.close_sent
-        if client.close_reason:
-            reason = client.close_reason
-        elif sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+        if client.closing:
+            reason = client.closing
+        elif wsadapter.close_code_sent(connection) == CloseCode.MESSAGE_TOO_BIG:
             reason = "oversize"
         metrics.CLOSES.labels(reason).inc()
 
@@ -207,20 +185,12 @@ class Gateway:
 
     async def _watchdog(self) -> None:
         s = self.settings
-        loop = asyncio.get_running_loop()
         period = min(1.0, s.gateway_slow_seconds / 4)
         while True:
             await asyncio.sleep(period)
-            for client in self.fanout.slow_clients(
-                loop.time(), s.gateway_slow_bytes, s.gateway_slow_seconds
-            ):
-                if client.close_reason is None:
-                    client.close_reason = "slow"
-                    self._close(client, CloseCode.TRY_AGAIN_LATER, "too slow")
-
-    def _close(self, client: Client, code: int, reason: str) -> asyncio.Task[None]:
-        timeout = self.settings.gateway_close_timeout
-        return self._spawn(close_within(client.connection, code, reason, timeout))
+            now = self.clock.monotonic()
+            for client in self.fanout.stuck(now, s.gateway_slow_bytes, s.gateway_slow_seconds):
+                self.fanout.close(client, CloseCode.TRY_AGAIN_LATER, "too slow", "slow")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -234,21 +204,7 @@ class Gateway:
     async def running(self) -> AsyncIterator[str]:
         """Serve until the block exits, then shut down gracefully; yields the WebSocket URL."""
         s = self.settings
-        self.server = await serve(
-            self.handler,
-            s.gateway_host,
-            s.gateway_port,
-            process_request=self.process_request,
-            create_connection=FanoutConnection,
-            compression=None,
-            max_size=s.gateway_max_message_bytes,
-            max_queue=4,
-            write_limit=s.gateway_slow_bytes,
-            open_timeout=s.gateway_handshake_timeout,
-            ping_interval=s.gateway_protocol_ping_interval,
-            ping_timeout=s.gateway_protocol_ping_timeout,
-            close_timeout=s.gateway_close_timeout,
-        )
+        self.server = await wsadapter.listen(s, self.handler, self.process_request)
         loops = [
             self._spawn(self.feed.run()),
             self._spawn(self._pinger()),
@@ -277,25 +233,27 @@ class Gateway:
         """Stop accepting, close clients with 1012 in batches, finish within the deadline."""
         assert self.server is not None
         s = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.gateway_shutdown_seconds
-        self.server.server.close()  # new handshakes now get 503 from websockets
+        deadline = self.clock.monotonic() + s.gateway_shutdown_seconds
+        wsadapter.stop_accepting(self.server)  # new handshakes now get 503 from websockets
         groups = batches(self.fanout.clients, s.gateway_shutdown_batch)
         # Spread the batches over at most half the deadline so clients reconnect elsewhere
         # gradually instead of all at once.
         pause = min(0.5, s.gateway_shutdown_seconds / 2 / max(1, len(groups)))
-        closing: list[asyncio.Task[None]] = []
         for i, group in enumerate(groups):
             if i:
                 await asyncio.sleep(pause)
             for client in group:
-                client.close_reason = client.close_reason or "shutdown"
-                closing.append(self._close(client, CloseCode.SERVICE_RESTART, "service restart"))
-        if closing:
-            await asyncio.wait(closing, timeout=max(0.0, deadline - loop.time()))
-        for client in list(self.fanout.clients):
-            client.connection.transport.abort()
+                self.fanout.close(client, CloseCode.SERVICE_RESTART, "service restart", "shutdown")
+        await self._wait_gone(list(self._sinks.values()), deadline)
+        for sink in list(self._sinks.values()):
+            sink.abort()
         self.server.close(close_connections=False)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+            async with asyncio.timeout(max(0.1, deadline - self.clock.monotonic())):
                 await self.server.wait_closed()
+
+    async def _wait_gone(self, sinks: Sequence[ConnectionSink], deadline: float) -> None:
+        """Until every one of ``sinks`` has lost its connection, or the deadline."""
+        pending = [sink.lost for sink in sinks if not sink.lost.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - self.clock.monotonic()))
