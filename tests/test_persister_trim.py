@@ -43,7 +43,11 @@ def trimmer_of(worker: Persister, clock: ManualClock, **overrides: Any) -> Trimm
     return Trimmer(settings, worker.redis, worker.store, worker.stream, clock, read_bound=BOUND)
 
 
-async def add(client: redis.asyncio.Redis, stream: str, count: int, ms: int = 0) -> list[str]:
+async def add(
+    client: redis.asyncio.Redis, stream: str, count: int, ms: int = 1_600_000_000_000
+) -> list[str]:
+    """``count`` events with ids ``ms-1``, ``ms-2``, ...: consecutive, so the id just above
+    one entry is the next entry's."""
     ids = []
     for i in range(count):
         event = f"e{ms}x{i}"
@@ -61,7 +65,7 @@ async def add(client: redis.asyncio.Redis, stream: str, count: int, ms: int = 0)
             "ts": "1700000000000",
             "client_ip": "127.0.0.1",
         }
-        sid = await client.xadd(stream, fields, id=f"{ms}-{i + 1}" if ms else "*")  # type: ignore[arg-type]
+        sid = await client.xadd(stream, fields, id=f"{ms}-{i + 1}")  # type: ignore[arg-type]
         ids.append(text(sid))
     return ids
 
