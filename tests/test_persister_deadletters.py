@@ -3,6 +3,7 @@ acknowledged in the same transaction, stamped with the time of the clock it is g
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio
@@ -24,7 +25,10 @@ async def test_a_dead_letter_is_acknowledged_and_stamped_with_the_given_clock(
         sid = text(await redis_client.xadd(worker.stream, {"garbage": "yes"}))
         [entry] = await worker.fetcher.read(">")
         clock = ManualClock(wall=1_700_000_123.5)
-        dead = DeadLetters(worker.redis, worker.keys, worker.group, "w1", 1, clock)
+        settings = worker.settings.model_copy(
+            update={"persister_consumer": "w1", "persister_max_attempts": 1}
+        )
+        dead = DeadLetters(replace(worker.member, settings=settings, clock=clock))
         await dead.refuse([entry], [Refused(sid, "not an event")])
         rows: Any = await redis_client.xrange(worker.keys.dead_letters)
         [(_, fields)] = rows

@@ -5,6 +5,7 @@ on the clock it is given."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ async def worker(redis_url: str, database_url: str, key_prefix: str) -> AsyncIte
 
 def trimmer_of(worker: Persister, clock: ManualClock, **overrides: Any) -> Trimmer:
     settings = worker.settings.model_copy(update=overrides)
-    return Trimmer(settings, worker.redis, worker.store, worker.stream, clock, read_bound=BOUND)
+    return Trimmer(replace(worker.member, settings=settings, clock=clock), read_bound=BOUND)
 
 
 async def add(

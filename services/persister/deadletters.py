@@ -13,9 +13,8 @@ from typing import Any
 
 from services.persister import metrics
 from services.persister.batch import Refused, StreamEntry
-from shared.clock import Clock, ms
-from shared.keys import BoardKeys
-from shared.redisconn import RedisClient
+from services.persister.member import Member
+from shared.clock import ms
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +22,18 @@ MAXLEN = 100_000  # the dead-letter stream keeps the newest this many
 
 
 class DeadLetters:
-    def __init__(
-        self,
-        redis: RedisClient,
-        keys: BoardKeys,
-        group: str,
-        consumer: str,
-        max_attempts: int,
-        clock: Clock,
-    ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.group = group
-        self.consumer = consumer
-        self.max_attempts = max_attempts
-        self.clock = clock
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.max_attempts = member.settings.persister_max_attempts
 
     async def refuse(self, entries: Sequence[StreamEntry], refused: Sequence[Refused]) -> None:
         """Dead-letter the refused entries out of attempts; leave the rest pending."""
         by_id = {e.stream_id: e for e in entries}
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.member.redis.pipeline(transaction=False) as pipe:
             for r in refused:
-                pipe.xpending_range(self.keys.stream, self.group, r.stream_id, r.stream_id, 1)
+                pipe.xpending_range(
+                    self.member.keys.stream, self.member.group, r.stream_id, r.stream_id, 1
+                )
             details = await pipe.execute()
         doomed: list[tuple[StreamEntry, str]] = []
         for r, info in zip(refused, details, strict=True):
@@ -60,22 +49,22 @@ class DeadLetters:
         """Move ``(entry, why)`` pairs to the dead-letter stream and acknowledge them."""
         if not doomed:
             return
-        at = str(ms(self.clock))
+        at = str(ms(self.member.clock))
         # XADD and XACK together (one hash slot, one MULTI): an entry is never in both places
         # nor in neither.
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.member.redis.pipeline(transaction=True) as pipe:
             for entry, error in doomed:
                 fields: dict[Any, Any] = dict(entry.fields or {})
                 fields.update(
                     {
                         "dead_error": error,
                         "dead_stream_id": entry.stream_id,
-                        "dead_consumer": self.consumer,
+                        "dead_consumer": self.member.consumer,
                         "dead_at_ms": at,
                     }
                 )
-                pipe.xadd(self.keys.dead_letters, fields, maxlen=MAXLEN)
-                pipe.xack(self.keys.stream, self.group, entry.stream_id)
+                pipe.xadd(self.member.keys.dead_letters, fields, maxlen=MAXLEN)
+                pipe.xack(self.member.keys.stream, self.member.group, entry.stream_id)
             await pipe.execute()
         for entry, error in doomed:
             reason = "deleted" if entry.fields is None else "refused"

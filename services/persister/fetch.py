@@ -17,32 +17,16 @@ from services.persister import metrics
 from services.persister.batch import StreamEntry, claim_reply, previous_stream_id
 from services.persister.deadletters import DeadLetters
 from services.persister.errors import PG_ERRORS
-from services.persister.settings import PersisterSettings
-from services.persister.store import EventStore
-from shared.clock import Clock
-from shared.redisconn import RedisClient, text
+from services.persister.member import Member
+from shared.redisconn import text
 
 log = logging.getLogger(__name__)
 
 
 class Fetcher:
-    def __init__(
-        self,
-        settings: PersisterSettings,
-        redis: RedisClient,
-        store: EventStore,
-        stream: str,
-        dead_letters: DeadLetters,
-        clock: Clock,
-    ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.store = store
-        self.stream = stream
-        self.group = settings.persister_group
-        self.consumer = settings.persister_consumer
+    def __init__(self, member: Member, dead_letters: DeadLetters) -> None:
+        self.member = member
         self.dead_letters = dead_letters
-        self.clock = clock
         self.own_done = False  # own pending entries re-read since (re)connecting
         self._own_cursor = "0"
         self._claim_cursor = "0-0"
@@ -56,7 +40,7 @@ class Fetcher:
     @property
     def only_new_next(self) -> bool:
         """The next fetch reads new entries: no own pending to re-read, no reclaim due."""
-        return self.own_done and self.clock.monotonic() < self._next_claim
+        return self.own_done and self.member.clock.monotonic() < self._next_claim
 
     async def fetch(self) -> list[StreamEntry]:
         entries: list[StreamEntry] = []
@@ -65,19 +49,19 @@ class Fetcher:
             if entries:  # refused ones stay pending: move past them, do not loop on them
                 self._own_cursor = entries[-1].stream_id
             self.own_done = not entries
-        if not entries and self.clock.monotonic() >= self._next_claim:
+        if not entries and self.member.clock.monotonic() >= self._next_claim:
             entries = await self._claim()
         if not entries:
             entries = await self.read(">")
         return entries
 
     async def read(self, start: str, block: bool = True) -> list[StreamEntry]:
-        wait = self.settings.persister_block_ms if start == ">" and block else None
-        reply: Any = await self.redis.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: start},
-            count=self.settings.persister_batch_size,
+        wait = self.member.settings.persister_block_ms if start == ">" and block else None
+        reply: Any = await self.member.redis.xreadgroup(
+            self.member.group,
+            self.member.consumer,
+            {self.member.stream: start},
+            count=self.member.settings.persister_batch_size,
             block=wait,
         )
         if not reply:
@@ -92,19 +76,19 @@ class Fetcher:
         XAUTOCLAIM replies ``[cursor, entries]`` on Redis 6.2 and ``[cursor, entries, deleted]``
         on Redis 7+/Valkey (see ``claim_reply``).
         """
-        reply: list[Any] = await self.redis.xautoclaim(
-            self.stream,
-            self.group,
-            self.consumer,
-            self.settings.persister_claim_idle_ms,
+        reply: list[Any] = await self.member.redis.xautoclaim(
+            self.member.stream,
+            self.member.group,
+            self.member.consumer,
+            self.member.settings.persister_claim_idle_ms,
             start_id=self._claim_cursor,
-            count=self.settings.persister_batch_size,
+            count=self.member.settings.persister_batch_size,
         )
         cursor, rows, deleted = claim_reply(reply)
         self._claim_cursor = cursor
         if cursor == "0-0":  # a full sweep done: rest a little before the next one
-            idle = self.settings.persister_claim_idle_ms / 1000
-            self._next_claim = self.clock.monotonic() + min(max(idle / 4, 0.05), 5.0)
+            idle = self.member.settings.persister_claim_idle_ms / 1000
+            self._next_claim = self.member.clock.monotonic() + min(max(idle / 4, 0.05), 5.0)
         entries = [StreamEntry(text(sid), fields or None) for sid, fields in rows if sid]
         if len(entries) < len(rows):
             log.error("xautoclaim returned %d deleted entries", len(rows) - len(entries))
@@ -120,15 +104,22 @@ class Fetcher:
     async def ensure_group(self) -> None:
         """Create the consumer group if it is missing, at the best known position."""
         try:
-            groups = await self.redis.xinfo_groups(self.stream)
+            groups = await self.member.redis.xinfo_groups(self.member.stream)
         except ResponseError:
             groups = []  # no stream yet
-        if not any(text(g["name"]) == self.group for g in groups):
+        if not any(text(g["name"]) == self.member.group for g in groups):
             start = await self._start_id()
             try:
-                await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+                await self.member.redis.xgroup_create(
+                    self.member.stream, self.member.group, id=start, mkstream=True
+                )
                 metrics.GROUP_CREATED.inc()
-                log.warning("created consumer group %s on %s at %s", self.group, self.stream, start)
+                log.warning(
+                    "created consumer group %s on %s at %s",
+                    self.member.group,
+                    self.member.stream,
+                    start,
+                )
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -143,13 +134,15 @@ class Fetcher:
         database ignores those it already has, so this costs time, never correctness.
         """
         try:
-            checkpoint = await self.store.checkpoint(self.stream, self.group)
+            checkpoint = await self.member.store.checkpoint(self.member.stream, self.member.group)
             if checkpoint is None:
                 return "0"
-            below: Any = await self.redis.xrevrange(self.stream, f"({checkpoint}", "-", count=1)
+            below: Any = await self.member.redis.xrevrange(
+                self.member.stream, f"({checkpoint}", "-", count=1
+            )
             if below:
                 event_id = below[0][1].get(b"event_id")
-                if event_id and await self.store.has_event(event_id.decode()):
+                if event_id and await self.member.store.has_event(event_id.decode()):
                     return previous_stream_id(checkpoint)
         except PG_ERRORS as exc:
             log.warning("no checkpoint from postgres (%s); the group starts at 0", exc)

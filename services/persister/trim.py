@@ -18,10 +18,8 @@ from redis.exceptions import ResponseError
 from services.persister import metrics
 from services.persister.batch import stream_id_key, trim_point
 from services.persister.errors import PG_ERRORS
-from services.persister.settings import PersisterSettings
-from services.persister.store import EventStore
-from shared.clock import Clock
-from shared.redisconn import RedisClient, lua, text
+from services.persister.member import Member
+from shared.redisconn import lua, text
 
 log = logging.getLogger(__name__)
 
@@ -31,54 +29,44 @@ _TRIM = lua("services.persister", "trim")
 
 
 class Trimmer:
-    def __init__(
-        self,
-        settings: PersisterSettings,
-        redis: RedisClient,
-        store: EventStore,
-        stream: str,
-        clock: Clock,
-        read_bound: int = READ_BOUND,
-    ) -> None:
-        self.redis = redis
-        self.store = store
-        self.stream = stream
-        self.group = settings.persister_group
-        self.tail = settings.persister_stream_tail
-        self.interval = settings.persister_trim_interval_ms / 1000
-        self.clock = clock
+    def __init__(self, member: Member, read_bound: int = READ_BOUND) -> None:
+        self.member = member
+        self.tail = member.settings.persister_stream_tail
+        self.interval = member.settings.persister_trim_interval_ms / 1000
         self.read_bound = read_bound
-        self._script = redis.register_script(_TRIM)
+        self._script = member.redis.register_script(_TRIM)
         self._next = 0.0
 
     @property
     def due(self) -> bool:
-        return self.clock.monotonic() >= self._next
+        return self.member.clock.monotonic() >= self._next
 
     async def trim(self) -> bool:
         """One pass: trim, checkpoint, publish the lag. False when the group or the stream is
         missing (the caller recreates it)."""
-        self._next = self.clock.monotonic() + self.interval
-        async with self.redis.pipeline(transaction=True) as pipe:
+        self._next = self.member.clock.monotonic() + self.interval
+        async with self.member.redis.pipeline(transaction=True) as pipe:
             # One snapshot: every entry up to last-delivered is either acknowledged or pending.
-            pipe.xinfo_groups(self.stream)
-            pipe.xpending(self.stream, self.group)
+            pipe.xinfo_groups(self.member.stream)
+            pipe.xpending(self.member.stream, self.member.group)
             try:
                 groups, pending = await pipe.execute()
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
                     raise
                 return False
-        group = next(g for g in groups if text(g["name"]) == self.group)
+        group = next(g for g in groups if text(g["name"]) == self.member.group)
         count = int(pending["pending"])
         pending_min = text(pending["min"]) if count else None
         last = text(group["last-delivered-id"])
         safe, _ = trim_point(pending_min, last, None)
         if await self._trim_below(safe):
-            self._next = self.clock.monotonic()  # a backlog is left: the next pass trims again
+            self._next = (
+                self.member.clock.monotonic()
+            )  # a backlog is left: the next pass trims again
         await self._publish_lag(count, pending_min, last, group.get("lag"))
         try:
-            await self.store.save_checkpoint(self.stream, self.group, safe)
+            await self.member.store.save_checkpoint(self.member.stream, self.member.group, safe)
         except PG_ERRORS as exc:
             log.debug("checkpoint not saved: %s", exc)
         return True
@@ -86,12 +74,14 @@ class Trimmer:
     async def _trim_below(self, safe: str) -> bool:
         """Trim what lies below ``safe`` and outside the tail; True if a backlog is left."""
         if not self.tail:
-            removed = await self.redis.xtrim(self.stream, minid=safe, approximate=False)
+            removed = await self.member.redis.xtrim(
+                self.member.stream, minid=safe, approximate=False
+            )
             metrics.TRIMMED.inc(int(removed))
             return False
         for _ in range(ROUNDS):
             reply: Any = await self._script(
-                keys=[self.stream], args=[safe, self.tail, self.read_bound]
+                keys=[self.member.stream], args=[safe, self.tail, self.read_bound]
             )
             removed, more = (int(n) for n in reply)
             metrics.TRIMMED.inc(removed)
@@ -106,9 +96,11 @@ class Trimmer:
         metrics.UNDELIVERED.set(int(lag) if isinstance(lag, int | bytes | str) else -1)
         oldest = pending_min
         if oldest is None:
-            first_new: Any = await self.redis.xrange(self.stream, f"({last}", "+", count=1)
+            first_new: Any = await self.member.redis.xrange(
+                self.member.stream, f"({last}", "+", count=1
+            )
             oldest = text(first_new[0][0]) if first_new else None
         age = 0.0
         if oldest is not None:
-            age = max(0.0, self.clock.time() - stream_id_key(oldest)[0] / 1000)
+            age = max(0.0, self.member.clock.time() - stream_id_key(oldest)[0] / 1000)
         metrics.OLDEST_AGE.set(age)

@@ -26,6 +26,7 @@ from services.persister.batch import Batch, StreamEntry, parse
 from services.persister.deadletters import DeadLetters
 from services.persister.errors import PG_ERRORS
 from services.persister.fetch import Fetcher
+from services.persister.member import Member
 from services.persister.readahead import ReadAhead
 from services.persister.readiness import readiness
 from services.persister.settings import PersisterSettings
@@ -56,12 +57,11 @@ class Persister:
         self.group = settings.persister_group
         self.consumer = settings.persister_consumer
         self.stopping = asyncio.Event()
-        self.dead_letters = DeadLetters(
-            redis, self.keys, self.group, self.consumer, settings.persister_max_attempts, self.clock
-        )
-        self.fetcher = Fetcher(settings, redis, store, self.stream, self.dead_letters, self.clock)
+        self.member = Member(settings, redis, store, self.clock)
+        self.dead_letters = DeadLetters(self.member)
+        self.fetcher = Fetcher(self.member, self.dead_letters)
         self.ahead = ReadAhead(self.fetcher)
-        self.trimmer = Trimmer(settings, redis, store, self.stream, self.clock)
+        self.trimmer = Trimmer(self.member)
         self._group_ready = False
 
     def stop(self) -> None:
