@@ -119,23 +119,12 @@ class EventStore:
             inserted = {r["event_id"] for r in returned}
             deltas = user_deltas(ordered, inserted)
             if deltas:
-                await conn.execute(
-                    _UPSERT_USERS,
-                    [d.user_id for d in deltas],
-                    [d.name for d in deltas],
-                    [d.points for d in deltas],
-                    [d.last_seq for d in deltas],
-                    [d.updated_at for d in deltas],
-                )
+                user_columns = ("user_id", "name", "points", "last_seq", "updated_at")
+                await conn.execute(_UPSERT_USERS, *_columns(deltas, user_columns))
             bans = ban_states(ordered, inserted)
             if bans:
-                await conn.execute(
-                    _UPSERT_BANS,
-                    [b.user_id for b in bans],
-                    [b.name for b in bans],
-                    [b.banned for b in bans],
-                    [b.at for b in bans],
-                )
+                ban_columns = ("user_id", "name", "banned", "at")
+                await conn.execute(_UPSERT_BANS, *_columns(bans, ban_columns))
         return inserted
 
     async def checkpoint(self, stream: str, group: str) -> str | None:
@@ -169,6 +158,11 @@ class EventStore:
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
+
+
+def _columns(rows: Sequence[object], names: Sequence[str]) -> list[list[object]]:
+    """One array per named attribute, in the order of the statement's ``unnest`` arguments."""
+    return [[getattr(row, name) for row in rows] for name in names]
 
 
 def _event_columns(rows: Sequence[EventRow]) -> list[tuple[object, ...]]:
