@@ -211,6 +211,40 @@ async def test_client_that_stops_reading_delays_nobody_and_is_closed_1013(
             assert len(got) - 1 < sum(1 for m in followers[0].messages if isinstance(m, Diff))
 
 
+async def test_shutdown_aborts_a_client_that_never_reads_at_the_deadline(
+    redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
+) -> None:
+    writer = BoardWriter(redis_client, key_prefix, top_n=50)
+    settings = {
+        "gateway_top_n": 50,
+        "gateway_tick_ms": 5,
+        "gateway_slow_bytes": 8192,
+        "gateway_socket_send_buffer": 4096,
+        "gateway_shutdown_seconds": 1.0,
+        "gateway_close_timeout": 60.0,  # only the shutdown deadline can end it in time
+    }
+    before = metric("gateway_closes_total", reason="shutdown")
+    running = run_gateway(redis_url, key_prefix, **settings)
+    gateway = await running.__aenter__()
+    port = int(gateway.url.rsplit(":", 1)[1].split("/")[0])
+    sock = small_receive_buffer_socket(port)
+    async with connect(
+        gateway.url, sock=sock, max_queue=1, compression=None, close_timeout=0.5
+    ) as stalled:
+        await stalled.recv()  # the snapshot; then it never reads again
+        await flood(writer, 100)
+        await wait_until(
+            lambda: any(c.sink.unsent > 0 for c in gateway.fanout.clients), what="backlog"
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await running.__aexit__(None, None, None)
+        # The deadline, plus the bounded stop of the background loops and Redis clients.
+        assert loop.time() - started < 1.0 + 2 * 2.0 + 1.0
+        assert gateway.fanout.clients == set()
+        assert metric("gateway_closes_total", reason="shutdown") == before + 1
+
+
 async def test_client_that_reads_late_skips_stale_diffs_and_gets_the_latest_snapshot(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:

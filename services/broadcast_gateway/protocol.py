@@ -141,6 +141,8 @@ class RateLimit:
     ``now`` is any monotonic clock's reading in seconds, the same clock at every call.
     """
 
+    __slots__ = ("_at", "_tokens", "burst", "rate")  # one per connection
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
         self.burst = burst
