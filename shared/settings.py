@@ -27,6 +27,8 @@ class SharedSettings(BaseSettings):
     # Shifts this process's wall clock (shared.clock); for tests of replicas whose clocks
     # disagree. Limits and cooldowns follow Redis's TIME and are unaffected.
     clock_offset_seconds: float = Field(default=0.0, ge=-86_400, le=86_400)
+    # Address limits count an IPv6 client per network of this length (shared.netaddr).
+    ipv6_limit_prefix: int = Field(default=64, ge=32, le=128)
 
     @field_validator("redis_key_prefix", "board_id")
     @classmethod

@@ -340,3 +340,50 @@ async def test_limits_agree_across_api_processes_whose_clocks_disagree(
     # Event times come from Redis too, not from either replica's clock.
     now_ms = time.time() * 1000
     assert all(abs(int(e["ts"]) - now_ms) < 30_000 for e in events)
+
+
+def ipv6_spellings(count: int) -> list[str]:
+    """``count`` different texts of 2001:db8::7: case, leading zeros, ``::``, zone ids."""
+    groups = ("db8", "0db8", "DB8", "0Db8")
+    middles = ("::", ":0:0:0:0:0:", ":0000::", "::0:")
+    lasts = ("7", "07", "0007")
+    spellings = [
+        f"2001:{g}{m}{last}{zone}"
+        for zone in ("", "%eth0")
+        for g in groups
+        for m in middles
+        for last in lasts
+    ]
+    assert len(set(spellings)) >= count
+    return spellings[:count]
+
+
+async def test_spellings_of_one_ipv6_address_share_one_address_limit(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # Before: each spelling was its own subject, so 80 spellings of one address through a
+    # trusted proxy had 80 fresh `ip-second` limits, and 80 counters in Redis.
+    async with running_api(
+        redis_url=redis_url,
+        redis_key_prefix=key_prefix,
+        trusted_proxies=["127.0.0.0/8"],
+        rate_limit_ip_per_second=5,
+    ) as api:
+        token = api.token("alice")
+        statuses = []
+        for i, spelling in enumerate(ipv6_spellings(80)):
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": f"k{i}",
+                "X-Forwarded-For": spelling,
+            }
+            response = await api.http.post(
+                "/api/score", json={"action": "quest_complete"}, headers=headers
+            )
+            statuses.append(response.status_code)
+        counters = [k async for k in redis_client.scan_iter(f"{api.keys.tag}:rl:ip-second:*")]
+        events = await stream_events(redis_client, api.keys.stream)
+    assert len(counters) == 1
+    assert statuses[:5] == [200] * 5
+    assert 429 in statuses
+    assert {e["client_ip"] for e in events} == {"2001:db8::7"}
