@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 
 from services.score_api.app import create_app
+from services.score_api.httplimits import HeadLimits, limited_protocol
 from services.score_api.settings import ApiSettings
 from shared.lifecycle import uvicorn_serving
 
@@ -21,11 +22,16 @@ SHUTDOWN_SECONDS = 10
 @asynccontextmanager
 async def running(settings: ApiSettings) -> AsyncIterator[str]:
     """Serve the API; yields its base URL. Runs in the caller's event loop (uvloop in main)."""
+    head_limits = HeadLimits(
+        settings.api_header_timeout_seconds,
+        settings.api_max_header_bytes,
+        settings.api_max_connections,
+    )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
-        http="httptools",
+        http=limited_protocol(head_limits),
         log_level=settings.log_level.lower(),
         log_config=None,  # keep shared.logs' JSON handler
         access_log=False,

@@ -90,6 +90,10 @@ class ApiSettings(TokenSettings):
     rate_limit_ip_per_second: int = Field(default=50, ge=0)
     # WebSocket URL the live page connects to; "" means ws(s)://<page host>:8001/ws/score.
     api_gateway_url: str = ""
+    # What one client may hold before its request reaches the app (services.score_api.httplimits).
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    api_max_connections: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _valid_limits(self) -> ApiSettings:
