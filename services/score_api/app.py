@@ -165,6 +165,7 @@ class ScoreApi:
             user_limits=self.user_limits,
             ip_limits=self.ip_limits,
             extras=audit_fields(request, claims),
+            ip_subject=validation.limit_subject(ip, self.settings.ipv6_limit_prefix),
         )
         try:
             result = await self.store.award(award)

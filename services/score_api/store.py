@@ -72,6 +72,9 @@ class AwardRequest:
     user_limits: list[Limit]
     ip_limits: list[Limit]
     extras: dict[str, str]
+    # What the address limits count the caller under (shared.netaddr.limit_subject); None:
+    # client_ip itself. The event keeps client_ip whole, for the audit.
+    ip_subject: str | None = None
 
 
 def new_event_id(now_ms: int) -> str:
@@ -123,7 +126,8 @@ class ScoreStore:
             len(req.user_limits),
         ]
         # Address limits first: the script counts replays against them too.
-        for limits, subject in ((req.ip_limits, req.client_ip), (req.user_limits, req.user_id)):
+        ip_subject = req.ip_subject or req.client_ip
+        for limits, subject in ((req.ip_limits, ip_subject), (req.user_limits, req.user_id)):
             for limit in limits:
                 keys.append(k.rate(limit.name, subject))
                 args += [limit.name, limit.quota, limit.window_ms]

@@ -10,6 +10,7 @@ from services.score_api.problems import Problem
 from shared.formats import IDEMPOTENCY_KEY, USER_ID
 from shared.netaddr import Network as Network
 from shared.netaddr import client_ip as client_ip
+from shared.netaddr import limit_subject as limit_subject
 from shared.netaddr import parse_networks as parse_networks
 
 MAX_BODY_BYTES = 4096
