@@ -316,7 +316,8 @@ async def test_limits_agree_across_api_processes_whose_clocks_disagree(
     # Two replicas, one clock 2 minutes slow and one 2 minutes fast. When each replica's
     # clock drove the limit, the fast one saw the slow one's arrival times as long past and
     # granted a fresh burst: 10 awards under a limit of 5 per minute.
-    token = issue(ApiSettings(), "alice")
+    # Issued 3 minutes ago, so its iat is in the past on the slow replica's clock too.
+    token = issue(ApiSettings(), "alice", now=time.time() - 180)
     async with (
         api_process(
             redis_url, key_prefix, CLOCK_OFFSET_SECONDS="-120", RATE_LIMIT_USER_PER_MINUTE="5"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import hmac
+import json
+import string
+import unicodedata
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,18 +21,32 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 from jose import jwk, jws
+from pydantic import ValidationError
 
 from devstack.devtoken import issue
+from services.persister.batch import MAX_TEXT
+from services.score_api import tokens
 from services.score_api.settings import DEV_JWT_SECRET, TokenSettings
 from services.score_api.tokens import (
+    BLANK_CHARACTERS,
+    MAX_ISS_CHARS,
+    MAX_JTI_CHARS,
+    MAX_MARK_RUN,
+    MAX_NAME_CHARS,
     MAX_TOKEN_BYTES,
+    REASONS,
     SCOPE_ADMIN,
     SCOPE_WRITE,
+    Claims,
     KeyRing,
     ScopeError,
     TokenError,
     TokenVerifier,
+    check_claims,
+    display_name,
     public_key_from_pem,
     public_keys_from_jwks,
 )
@@ -48,6 +67,14 @@ def good(**extra: Any) -> dict[str, Any]:
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def attempt(claims: dict[str, Any], rules: TokenVerifier = VERIFIER) -> Claims | str:
+    """The claims ``check_claims`` accepts, or the reason it refuses them."""
+    try:
+        return check_claims(claims, rules, NOW)
+    except TokenError as exc:
+        return exc.reason
 
 
 def reason_of(token: str, verifier: TokenVerifier = VERIFIER) -> str:
@@ -121,6 +148,12 @@ def test_invalid_subject_is_refused(sub: object) -> None:
     assert reason_of(sign(claims)) == "subject"
 
 
+@pytest.mark.parametrize("sub", ["farm\n", "farm\r\n", "\nfarm"])
+def test_a_subject_with_a_trailing_newline_is_refused(sub: str) -> None:
+    # A pattern ending in `$` accepts "farm\n": the subject must be a full match.
+    assert reason_of(sign(good(sub=sub))) == "subject"
+
+
 def test_issuer_and_audience_checked_when_configured() -> None:
     strict = TokenVerifier(
         ("HS256",), KeyRing(SECRET), issuer="https://id.example", audience="board"
@@ -132,21 +165,343 @@ def test_issuer_and_audience_checked_when_configured() -> None:
     assert reason_of(sign(good(aud="board")), strict) == "issuer"
 
 
-@pytest.mark.parametrize("name", ["", "x" * 65, "bad\u0000name", "tab\tname", "rtl\u202e"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "x" * 65,
+        "bad\u0000name",
+        "tab\tname",
+        "rtl\u202e",
+        "line\u2028break",
+        "para\u2029graph",
+        "   ",
+        "\u3000\u00a0",
+        "\u3164",
+        "\u3164 \u3164",
+        "\u115f\u1160\uffa0",
+        "\u2800\u2800",
+        "\u200b",
+        "\u2060\ufeff",
+        "\u0301\u0302",
+        "x" + "\u0336" * (MAX_MARK_RUN + 1),
+        "Zalgo" + "\u0300\u0301\u0302\u0303\u0304\u0305" * 3,
+        "private\ue000use",
+        "unassigned\U000e0fff",
+        " " * 10 + "x" * 65,
+    ],
+)
 def test_invalid_name_claim_is_refused(name: str) -> None:
     assert reason_of(sign(good(name=name))) == "name"
 
 
-def test_name_is_nfc_normalised() -> None:
-    assert VERIFIER.verify(sign(good(name="Cafe\u0301")), now=NOW).name == "Caf\u00e9"
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("Cafe\u0301", "Caf\u00e9"),
+        ("  Alice  ", "Alice"),
+        ("\u3000Alice\u00a0", "Alice"),
+        ("\u3164Alice", "\u3164Alice"),
+        ("Nguye\u0302\u0303n", "Nguy\u1ec5n"),
+        # NFC puts the Hebrew points in canonical order.
+        (
+            "\u05e9\u05c1\u05b8\u05dc\u05d5\u05b9\u05dd",
+            "\u05e9\u05b8\u05c1\u05dc\u05d5\u05b9\u05dd",
+        ),
+        (
+            "\u0f56\u0f66\u0f92\u0fb2\u0f74\u0f56\u0f66",
+            "\u0f56\u0f66\u0f92\u0fb2\u0f74\u0f56\u0f66",
+        ),
+        ("\u5c71\u7530\u3000\u592a\u90ce", "\u5c71\u7530\u3000\u592a\u90ce"),
+        ("\u2764\ufe0f", "\u2764\ufe0f"),
+        ("x" + "\u0336" * MAX_MARK_RUN, "x" + "\u0336" * MAX_MARK_RUN),
+        ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),
+        (" " * 10 + "x" * MAX_NAME_CHARS, "x" * MAX_NAME_CHARS),
+    ],
+)
+def test_a_visible_name_is_nfc_normalised_and_trimmed(name: str, shown: str) -> None:
+    assert VERIFIER.verify(sign(good(name=name)), now=NOW).name == shown
+
+
+def visible(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_CHARACTERS
+
+
+def longest_mark_run(text: str) -> int:
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if unicodedata.category(ch)[0] == "M" else 0
+        longest = max(longest, run)
+    return longest
+
+
+NAME_PIECES = st.sampled_from(
+    [
+        " ",
+        "\u00a0",
+        "\u3000",
+        "\u3164",
+        "\u2800",
+        "\u200b",
+        "\u2028",
+        "\u0301",
+        "\u0336",
+        "a",
+        "\x00",
+    ]
+)
+
+
+@given(st.text(st.characters() | NAME_PIECES, max_size=80))
+@example("\u3164 \u3164")
+@example("x" + "\u0336" * (MAX_MARK_RUN + 1))
+def test_an_accepted_name_obeys_the_rule_and_is_storable(value: str) -> None:
+    try:
+        name = display_name(value, default="alice")
+    except TokenError as exc:
+        refused = exc.reason
+    else:
+        refused = ""
+    if refused:
+        assert refused == "name"
+        return
+    assert name == unicodedata.normalize("NFC", value).strip()
+    assert 1 <= len(name) <= MAX_NAME_CHARS
+    assert not any(unicodedata.category(ch)[0] == "C" for ch in name)
+    assert not any(unicodedata.category(ch) in ("Zl", "Zp") for ch in name)
+    assert any(map(visible, name))
+    assert longest_mark_run(name) <= MAX_MARK_RUN
+    assert "\x00" not in name
+    assert len(name) <= MAX_TEXT
 
 
 def test_scope_is_required_for_the_operation() -> None:
     claims = VERIFIER.verify(sign(good(scope="profile:read")), now=NOW)
     with pytest.raises(ScopeError):
         claims.require(SCOPE_WRITE)
-    listed = VERIFIER.verify(sign(good(scope=[SCOPE_WRITE, SCOPE_ADMIN])), now=NOW)
-    listed.require(SCOPE_ADMIN)
+    both = VERIFIER.verify(sign(good(scope=f"{SCOPE_WRITE} {SCOPE_ADMIN}")), now=NOW)
+    both.require(SCOPE_ADMIN)
+    assert both.scopes == {SCOPE_WRITE, SCOPE_ADMIN}
+    assert VERIFIER.verify(sign({"sub": "alice", "exp": NOW}), now=NOW).scopes == frozenset()
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "x\u00a0score:write",
+        "x\u2003score:write",
+        "x\u3000score:write",
+        "x\tscore:write",
+        "x\nscore:write",
+        "x\u0085score:write",
+        "score:write ",
+        " score:write",
+        "profile  score:write",
+        "",
+        'score:"write"',
+        "score\\write",
+    ],
+)
+def test_a_scope_split_by_anything_but_one_ascii_space_is_refused(scope: str) -> None:
+    assert reason_of(sign(good(scope=scope))) == "scope"
+
+
+@pytest.mark.parametrize("scope", [[SCOPE_WRITE], [SCOPE_WRITE, SCOPE_ADMIN], 42, {"a": 1}])
+def test_a_scope_that_is_not_one_string_is_refused(scope: object) -> None:
+    assert reason_of(sign(good(scope=scope))) == "scope"
+
+
+SCOPE_PIECES = st.sampled_from([" ", "\u00a0", "\u2003", "\t", "score:write", "score:admin", "x"])
+
+
+@given(st.lists(st.characters() | SCOPE_PIECES, max_size=20).map("".join))
+@example("x\u00a0score:write")
+def test_a_scope_grants_exactly_its_space_separated_printable_tokens(scope: str) -> None:
+    claims = attempt(good(scope=scope))
+    if isinstance(claims, str):
+        assert claims == "scope"
+        return
+    parts = scope.split(" ")
+    assert claims.scopes == set(parts)
+    printable = set(string.printable) - set(string.whitespace) - {'"', "\\"}
+    assert all(part and set(part) <= printable for part in parts)
+
+
+# --- lifetime and issue time ------------------------------------------------------------
+
+DAY = 24 * 3600
+
+
+def test_the_default_maximum_lifetime_is_a_day_and_its_range_is_bounded() -> None:
+    assert TokenVerifier.from_settings(TokenSettings()).max_lifetime == DAY
+    assert VERIFIER.max_lifetime == DAY
+    shorter = TokenVerifier.from_settings(TokenSettings(jwt_max_lifetime_seconds=600))
+    assert shorter.max_lifetime == 600
+    assert shorter.with_public_keys(()).max_lifetime == 600
+    for bad in (0, 59, 7 * DAY + 1):
+        with pytest.raises(ValidationError):
+            TokenSettings(jwt_max_lifetime_seconds=bad)
+
+
+def test_an_exp_that_never_comes_is_refused() -> None:
+    for exp in (10**30, 1e30, 2**70, NOW + DAY + 31):
+        # The standard library's JSON writes any integer; orjson stops at 64 bits.
+        token = jws.sign(json.dumps(good(exp=exp)).encode(), SECRET, algorithm="HS256")
+        assert reason_of(token) == "lifetime"
+
+
+def test_without_iat_the_lifetime_is_exp_minus_now_within_the_leeway() -> None:
+    assert VERIFIER.verify(sign(good(exp=NOW + DAY + 30)), now=NOW).exp == NOW + DAY + 30
+    assert reason_of(sign(good(exp=NOW + DAY + 31))) == "lifetime"
+
+
+def test_with_iat_the_lifetime_is_exp_minus_iat() -> None:
+    assert VERIFIER.verify(sign(good(iat=NOW - 60, exp=NOW - 60 + DAY)), now=NOW).sub == "alice"
+    assert reason_of(sign(good(iat=NOW - 60, exp=NOW - 59 + DAY))) == "lifetime"
+    # Issued long ago for a long time: still within exp, yet over the maximum lifetime.
+    assert reason_of(sign(good(iat=NOW - 30 * DAY, exp=NOW + 60))) == "lifetime"
+    # Expires before it was issued: no lifetime at all.
+    assert reason_of(sign(good(iat=NOW, exp=NOW - 1))) == "lifetime"
+
+
+def test_an_iat_in_the_future_beyond_the_leeway_is_refused() -> None:
+    assert VERIFIER.verify(sign(good(iat=NOW + 30, exp=NOW + 60)), now=NOW).sub == "alice"
+    assert reason_of(sign(good(iat=NOW + 31, exp=NOW + 60))) == "issued_at"
+    for iat in ("now", True, [NOW], 10**30):
+        assert attempt(good(iat=iat)) == "issued_at"
+
+
+@given(
+    exp=st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.just(NOW + DAY),
+    iat=st.none() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True),
+)
+def test_an_accepted_token_is_unexpired_issued_in_the_past_and_short_lived(
+    exp: float, iat: float | None
+) -> None:
+    claims = good(exp=exp) | ({} if iat is None else {"iat": iat})
+    accepted = attempt(claims)
+    if isinstance(accepted, str):
+        assert accepted in {"expiry", "expired", "issued_at", "lifetime"}
+        return
+    assert exp + VERIFIER.leeway >= NOW
+    assert exp - NOW <= DAY + VERIFIER.leeway
+    if iat is not None:
+        assert iat <= NOW + VERIFIER.leeway
+        assert 0 <= exp - iat <= DAY
+    assert accepted.exp == int(exp)
+
+
+# --- one token, one spelling ------------------------------------------------------------
+
+ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def other_last_characters(segment: str) -> list[str]:
+    """The segment with its last character changed only in bits no byte uses."""
+    unused = (6 * len(segment)) % 8
+    index = ALPHABET.index(segment[-1])
+    spellings = {ALPHABET[(index & ~((1 << unused) - 1)) | low] for low in range(1 << unused)}
+    return [segment[:-1] + ch for ch in sorted(spellings - {segment[-1]})]
+
+
+def test_one_token_has_one_spelling() -> None:
+    token = next(
+        t for i in range(100) if set("-_") & set((t := sign(good(jti=f"j{i}"))).split(".")[2])
+    )
+    assert VERIFIER.verify(token, now=NOW).sub == "alice"
+    header, payload, sig = token.split(".")
+    spellings = [
+        f"{header}.{payload}.{sig.translate(str.maketrans('-_', '+/'))}",
+        f"{header}.{payload}.{sig}=",
+        f"{header}=.{payload}.{sig}",
+        f"{header}.{payload}=.{sig}",
+        f"{header}.{payload}.{sig[:5]}!{sig[5:]}",
+        f"{header}.{payload}.{sig[:5]}\n{sig[5:]}",
+        f"{header}.{payload}.{sig} ",
+        *(f"{header}.{payload}.{s}" for s in other_last_characters(sig)),
+    ]
+    assert len(spellings) == 10  # HS256: 43 characters, 2 unused bits, 3 other spellings
+    for spelling in spellings:
+        assert spelling != token
+        assert reason_of(spelling) == "malformed", spelling
+
+
+@given(st.binary(max_size=300))
+def test_exactly_the_canonical_base64url_spelling_of_any_bytes_is_accepted(data: bytes) -> None:
+    canonical = b64(data)
+    assert tokens._canonical_base64url(canonical)
+    for other in (
+        base64.b64encode(data).decode().rstrip("="),
+        base64.urlsafe_b64encode(data).decode(),
+        *(other_last_characters(canonical) if canonical else []),
+    ):
+        assert other == canonical or not tokens._canonical_base64url(other)
+
+
+# --- claims that reach the stream event ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "reason"),
+    [
+        ("jti", "a\x00b", "jti"),
+        ("jti", "\x00", "jti"),
+        ("jti", "new\nline", "jti"),
+        ("jti", "", "jti"),
+        ("jti", "j" * (MAX_JTI_CHARS + 1), "jti"),
+        ("jti", 42, "jti"),
+        ("jti", ["j1"], "jti"),
+        ("iss", "https://id.example\x00", "issuer"),
+        ("iss", "\x1b[31m", "issuer"),
+        ("iss", "", "issuer"),
+        ("iss", "i" * (MAX_ISS_CHARS + 1), "issuer"),
+        ("iss", 42, "issuer"),
+    ],
+)
+def test_a_jti_or_iss_postgres_cannot_store_as_is_is_refused(
+    claim: str, value: object, reason: str
+) -> None:
+    assert reason_of(sign(good(**{claim: value}))) == reason
+
+
+def test_the_longest_jti_and_iss_are_kept_whole() -> None:
+    jti, iss = "j" * MAX_JTI_CHARS, "https://" + "i" * (MAX_ISS_CHARS - 8)
+    claims = VERIFIER.verify(sign(good(jti=jti, iss=iss)), now=NOW)
+    assert (claims.jti, claims.iss) == (jti, iss)
+
+
+AUDIT_TEXT = st.text(st.characters() | st.sampled_from(["\x00", "\n", "a"]), max_size=300)
+
+
+@given(jti=st.none() | AUDIT_TEXT, iss=st.none() | AUDIT_TEXT, name=st.none() | AUDIT_TEXT)
+@example(jti="a\x00", iss=None, name=None)
+@example(jti=None, iss="\x00", name=None)
+def test_every_string_an_accepted_token_puts_in_an_event_is_storable(
+    jti: str | None, iss: str | None, name: str | None
+) -> None:
+    extra = {k: v for k, v in {"jti": jti, "iss": iss, "name": name}.items() if v is not None}
+    claims = attempt(good(**extra))
+    if isinstance(claims, str):
+        assert claims in {"jti", "issuer", "name"}
+        return
+    assert (claims.jti, claims.iss) == (jti, iss)
+    for text in (claims.sub, claims.name, claims.jti or "", claims.iss or ""):
+        assert "\x00" not in text
+        assert len(text) <= MAX_TEXT
+        text.encode()  # no lone surrogate: Redis and PostgreSQL take it as UTF-8
+
+
+def test_every_reason_raised_is_one_of_the_fixed_set() -> None:
+    # Each reason is a metrics label (`token_<reason>`): a new one must be added on purpose.
+    tree = ast.parse(Path(tokens.__file__).read_text())
+    raised = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func) == "TokenError"
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert raised | {"unknown_kid"} == REASONS
 
 
 def test_issued_development_token_verifies_with_the_same_settings() -> None:

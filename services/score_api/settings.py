@@ -19,10 +19,11 @@ DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 MIN_PRODUCTION_SECRET = 32
+DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600
 
 
 class TokenSettings(SharedSettings):
-    """How tokens are verified: algorithms, keys, issuer, audience, leeway."""
+    """How tokens are verified: algorithms, keys, issuer, audience, leeway, longest lifetime."""
 
     jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
     jwt_secret: str = DEV_JWT_SECRET
@@ -33,6 +34,8 @@ class TokenSettings(SharedSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # Longest accepted exp - iat (exp - now without iat): a minute to a week.
+    jwt_max_lifetime_seconds: int = Field(default=DEFAULT_MAX_LIFETIME_SECONDS, ge=60, le=7 * 86400)
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -6,14 +6,23 @@ shared secret, RS* only RSA public keys, ES* only EC keys of the matching curve.
 key can never serve as an HMAC secret (the algorithm confusion of CVE-2024-33663), and
 ``none`` is never accepted. ``kid`` is only a lookup key; ``jku``, ``x5u`` and ``x5c`` are
 never followed. Claims are checked here rather than by the library, so the rules are explicit.
+
+One token has one spelling: each segment must be canonical base64url without padding (the
+library would also take ``+``, ``/``, ``=`` and stray characters, so one signature could be
+written several ways). Every claim that reaches a stream event (``sub``, ``name``, ``jti``,
+``iss``) is refused unless PostgreSQL can store it as it is, so an accepted score is always
+persisted. ``TokenError.reason`` is a metrics label: the reasons are the fixed set ``REASONS``.
 """
 
 from __future__ import annotations
 
+import base64
+import math
+import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeGuard
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -21,16 +30,50 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jose import jws
 from jose.exceptions import JOSEError
 
-from services.score_api.settings import HMAC_ALGORITHMS, TokenSettings
+from services.score_api.settings import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
+    HMAC_ALGORITHMS,
+    TokenSettings,
+)
 from shared.formats import USER_ID
 
 MAX_TOKEN_BYTES = 8 * 1024
 SUBJECT = USER_ID  # a token's sub is the user id
 MAX_NAME_CHARS = 64
+# Combining marks in a row: enough for Vietnamese, Hebrew points or Tibetan stacks, not Zalgo.
+MAX_MARK_RUN = 4
+# Letters and symbols that render as blank space: a name of only these (and spaces) is invisible.
+BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+MAX_JTI_CHARS = 128
+MAX_ISS_CHARS = 256
 SCOPE_WRITE = "score:write"
 SCOPE_ADMIN = "score:admin"
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _CRYPTO_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# Every TokenError reason, each counted as the metrics label ``token_<reason>``.
+REASONS = frozenset(
+    {
+        "oversize",
+        "malformed",
+        "algorithm",
+        "unknown_kid",
+        "signature",
+        "subject",
+        "expiry",
+        "expired",
+        "issued_at",
+        "lifetime",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "jti",
+        "name",
+        "scope",
+    }
+)
 
 
 class TokenError(Exception):
@@ -147,6 +190,7 @@ class TokenVerifier:
     issuer: str | None = None
     audience: str | None = None
     leeway: int = 30
+    max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS
 
     @classmethod
     def from_settings(
@@ -159,22 +203,19 @@ class TokenVerifier:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway_seconds,
+            max_lifetime=settings.jwt_max_lifetime_seconds,
         )
 
     def with_public_keys(self, public: tuple[PublicKey, ...]) -> TokenVerifier:
-        return TokenVerifier(
-            self.algorithms,
-            KeyRing(self.keys.secret, public),
-            self.issuer,
-            self.audience,
-            self.leeway,
-        )
+        return replace(self, keys=KeyRing(self.keys.secret, public))
 
     def verify(self, token: str, now: float) -> Claims:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError("oversize", "the token is too large")
         if token.count(".") != 2:
             raise TokenError("malformed", "the token is not a signed JWT")
+        if not all(map(_canonical_base64url, token.split("."))):
+            raise TokenError("malformed", "the token is not canonical base64url without padding")
         try:
             header = jws.get_unverified_header(token)
         except JOSEError:
@@ -209,56 +250,118 @@ def check_claims(claims: dict[str, Any], rules: TokenVerifier, now: float) -> Cl
     if not isinstance(sub, str) or not SUBJECT.matches(sub):
         raise TokenError("subject", "the token's subject is missing or invalid")
     exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    if not _is_number(exp):
         raise TokenError("expiry", "the token has no valid expiry")
     if now > exp + rules.leeway:
         raise TokenError("expired", "the token has expired")
+    iat = claims.get("iat")
+    if iat is not None and (not _is_number(iat) or iat > now + rules.leeway):
+        raise TokenError("issued_at", "the token's issue time is invalid or in the future")
+    if not _lifetime_acceptable(exp, iat, rules, now):
+        raise TokenError("lifetime", "the token's lifetime exceeds the accepted maximum")
     nbf = claims.get("nbf")
     if nbf is not None and (not _is_number(nbf) or now < nbf - rules.leeway):
         raise TokenError("not_yet_valid", "the token is not valid yet")
     iss = claims.get("iss")
     if rules.issuer is not None and iss != rules.issuer:
         raise TokenError("issuer", "the token's issuer is not accepted")
+    if iss is not None and not _audit_text(iss, MAX_ISS_CHARS):
+        raise TokenError("issuer", "the token's issuer is invalid")
     if rules.audience is not None and not _audience_matches(claims.get("aud"), rules.audience):
         raise TokenError("audience", "the token's audience is not accepted")
     jti = claims.get("jti")
+    if jti is not None and not _audit_text(jti, MAX_JTI_CHARS):
+        raise TokenError("jti", "the token's id (jti) is invalid")
     return Claims(
         sub=sub,
         name=display_name(claims.get("name"), default=sub),
         scopes=_scopes(claims.get("scope")),
         exp=int(exp),
-        jti=jti if isinstance(jti, str) and len(jti) <= 128 else None,
-        iss=iss if isinstance(iss, str) and len(iss) <= 256 else None,
+        jti=jti,
+        iss=iss,
     )
 
 
 def display_name(value: object, default: str) -> str:
-    """NFC-normalised display name of 1..64 printable characters; the subject when absent."""
+    """The name the board shows; the subject when the claim is absent.
+
+    NFC-normalised; no control, format, private-use, unassigned, line- or paragraph-separator
+    character; surrounding spaces trimmed; then 1..64 characters, at least one of them visible
+    (a letter, digit, punctuation or symbol that is not a blank filler such as U+3164), and at
+    most ``MAX_MARK_RUN`` combining marks in a row.
+    """
     if value is None:
         return default
     if not isinstance(value, str):
         raise TokenError("name", "the token's name claim is invalid")
     name = unicodedata.normalize("NFC", value)
-    if not 1 <= len(name) <= MAX_NAME_CHARS or any(
-        unicodedata.category(ch).startswith("C") for ch in name
+    categories = [unicodedata.category(ch) for ch in name]
+    if any(c[0] == "C" or c in ("Zl", "Zp") for c in categories):
+        raise TokenError("name", "the token's name contains control or separator characters")
+    trimmed = name.strip()
+    if not 1 <= len(trimmed) <= MAX_NAME_CHARS:
+        raise TokenError("name", f"the token's name must be 1..{MAX_NAME_CHARS} characters")
+    if not any(
+        unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_CHARACTERS for ch in trimmed
     ):
-        raise TokenError("name", "the token's name claim is invalid")
-    return name
+        raise TokenError("name", "the token's name is invisible")
+    run = 0
+    for category in categories:
+        run = run + 1 if category[0] == "M" else 0
+        if run > MAX_MARK_RUN:
+            raise TokenError("name", "the token's name stacks too many combining marks")
+    return trimmed
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _scopes(value: object) -> frozenset[str]:
+    """The granted scopes (RFC 6749 section 3.3, RFC 9068): one string of scope tokens, each
+    separated by one ASCII space. Absent grants nothing; a list or any other spelling is
+    refused, so no other whitespace can split a scope."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, str):
+        raise TokenError("scope", "the token's scope must be a space-delimited string")
+    parts = value.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(part) for part in parts):
+        raise TokenError("scope", "the token's scope is not scope tokens separated by spaces")
+    return frozenset(parts)
+
+
+def _lifetime_acceptable(exp: float, iat: object, rules: TokenVerifier, now: float) -> bool:
+    """``exp - iat`` within 0..max when ``iat`` is given; else ``exp - now`` at most max (plus
+    the leeway, as it compares with our clock)."""
+    if isinstance(iat, int | float):
+        return 0 <= exp - iat <= rules.max_lifetime
+    return exp - now <= rules.max_lifetime + rules.leeway
+
+
+def _audit_text(value: object, max_chars: int) -> bool:
+    """A claim copied into the audit trail: 1..max_chars characters PostgreSQL stores as they
+    are (no NUL or other control character, no lone surrogate)."""
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= max_chars
+        and not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+    )
+
+
+def _canonical_base64url(segment: str) -> bool:
+    """RFC 7515's base64url without padding, in its one canonical spelling (unused low bits of
+    the last character zero)."""
+    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        return False
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A JSON number usable as a time: an int, or a finite float (never a bool)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _audience_matches(aud: object, expected: str) -> bool:
     if isinstance(aud, str):
         return aud == expected
     return isinstance(aud, list) and expected in aud
-
-
-def _scopes(value: object) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list):
-        return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
