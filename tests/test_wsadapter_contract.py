@@ -264,7 +264,7 @@ def test_connection_lost_waiter_resolves_once_also_for_refused_handshakes(
         async def process_request(
             connection: GatewayConnection, request: Request
         ) -> Response | None:
-            wsadapter.when_lost(connection, lambda: gone(request.path))
+            wsadapter.when_lost(connection, lambda _: gone(request.path))
             if request.path == "/refused":
                 return wsadapter.http_response(Answer(403, b"no\n", "text/plain"), 5)
             return None

@@ -134,7 +134,7 @@ class Gateway:
             return refusal(429, b"too many connections from this address\n", retry_after=5)
         # Given back when the TCP connection is gone, also if websockets refuses the
         # handshake after us and the handler never runs.
-        wsadapter.when_lost(connection, lambda: self.per_ip.release(address))
+        wsadapter.when_lost(connection, lambda _: self.per_ip.release(address))
         return None
 
     # One connection

@@ -147,11 +147,14 @@ def set_send_buffer(connection: ServerConnection, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
-def when_lost(connection: ServerConnection, callback: Callable[[], object]) -> None:
+def when_lost(
+    connection: ServerConnection, callback: Callable[[asyncio.Future[None]], object]
+) -> None:
     """Call ``callback`` once the TCP connection is gone, whichever way: after the handler, or
     when websockets refuses the handshake after ``process_request`` (no Upgrade: 426; shutting
     down: 503; handshake timeout), where the handler never runs. It runs exactly once."""
-    connection.connection_lost_waiter.add_done_callback(lambda _: callback())
+    # Handed over as is, not wrapped: one closure per connection is enough.
+    connection.connection_lost_waiter.add_done_callback(callback)
 
 
 def clear_handshake(connection: ServerConnection) -> None:
