@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import os
+import string
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -85,6 +86,38 @@ def swap_alg(token: str, alg: str) -> str:
     return f"{b64(orjson.dumps({'alg': alg, 'typ': 'JWT'}))}.{payload}.{sig}"
 
 
+def with_raw_claim(payload: dict[str, Any], name: str, json_value: str) -> bytes:
+    """The payload's JSON with one more member written as is (orjson stops at 64-bit ints)."""
+    return orjson.dumps(payload)[:-1] + f',"{name}":{json_value}}}'.encode()
+
+
+ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def respelled(token: str, how: str) -> str:
+    """The same token, signature bytes unchanged, written another way python-jose also reads."""
+    header, payload, sig = token.split(".")
+    if how == "standard alphabet":
+        assert set(sig) & set("-_"), "no character to respell"
+        sig = sig.translate(str.maketrans("-_", "+/"))
+    elif how == "padded":
+        sig += "=" * (-len(sig) % 4)
+    elif how == "last character":
+        unused = (6 * len(sig)) % 8
+        assert unused, "no unused bits"
+        sig = sig[:-1] + ALPHABET[ALPHABET.index(sig[-1]) ^ 1]
+    return f"{header}.{payload}.{sig}"
+
+
+def signed_with(chars: str, key: str, alg: str) -> str:
+    """A good token whose signature contains one of ``chars`` (varying its jti until it does)."""
+    for i in range(100):
+        token = sign(claims(jti=f"spell-{i}"), key, alg)
+        if set(token.split(".")[2]) & set(chars):
+            return token
+    raise AssertionError(f"no signature with any of {chars!r}")
+
+
 RS = private_pem(RSA_KEY)
 ES = private_pem(EC_KEY)
 CORPUS: dict[str, Callable[[], str]] = {
@@ -129,6 +162,29 @@ CORPUS: dict[str, Callable[[], str]] = {
     "a JWE instead of a JWS": lambda: "eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a.b.c.d",
     "algorithm outside the allow-list": lambda: sign(claims(), SECRET, "HS512"),
     "RS256 token relabelled RS384": lambda: swap_alg(sign(claims(), RS, "RS256"), "RS384"),
+    "sub with a trailing newline": lambda: sign(claims(sub="farm\n"), RS, "RS256"),
+    "scope split by a no-break space": lambda: sign(
+        claims(scope="x\u00a0score:write"), RS, "RS256"
+    ),
+    "scope as a list": lambda: sign(claims(scope=["score:write"]), RS, "RS256"),
+    "exp of 10^30": lambda: sign(
+        with_raw_claim(claims(exp=None), "exp", "1" + "0" * 30), RS, "RS256"
+    ),
+    "lifetime over the maximum": lambda: sign(claims(iat=int(time.time()) - 86_400), RS, "RS256"),
+    "issued in the future": lambda: sign(claims(iat=int(time.time()) + 3600), RS, "RS256"),
+    "signature in the standard base64 alphabet": lambda: respelled(
+        signed_with("-_", RS, "RS256"), "standard alphabet"
+    ),
+    "padded signature": lambda: respelled(sign(claims(), RS, "RS256"), "padded"),
+    "signature with other unused bits": lambda: respelled(
+        sign(claims(), RS, "RS256"), "last character"
+    ),
+    "jti with NUL": lambda: sign(claims(jti="tok\x00en"), RS, "RS256"),
+    "jti over 128 characters": lambda: sign(claims(jti="j" * 129), RS, "RS256"),
+    "iss with NUL": lambda: sign(claims(iss=ISS + "\x00"), RS, "RS256"),
+    "invisible name (Hangul fillers)": lambda: sign(claims(name="\u3164\u3164"), RS, "RS256"),
+    "name with a line separator": lambda: sign(claims(name="a\u2028b"), RS, "RS256"),
+    "name stacking combining marks": lambda: sign(claims(name="Z" + "\u0336" * 12), RS, "RS256"),
 }
 
 
@@ -175,6 +231,143 @@ async def test_every_forged_or_invalid_token_is_401_and_changes_nothing(
         assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
         assert response.headers["content-type"] == "application/problem+json"
     assert await board_state(redis_client, strict_api.keys) == before
+
+
+async def post_token(api: Api, token: str, key: str, **headers: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key} | headers
+    return await api.http.post("/api/score", json={"action": "quest_complete"}, headers=headers)
+
+
+def assert_invalid_token(response: httpx.Response, what: object) -> None:
+    assert response.status_code == 401, (what, response.text)
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def hs256(api: Api, payload: dict[str, Any] | bytes) -> str:
+    return sign(payload, api.settings.jwt_secret, "HS256")
+
+
+def fresh(**extra: Any) -> dict[str, Any]:
+    """Claims the default API (no issuer or audience configured) accepts, plus ``extra``."""
+    now = int(time.time())
+    base = {"sub": "mallory", "iat": now, "exp": now + 600, "scope": "score:write"}
+    return {k: v for k, v in (base | extra).items() if v is not None}
+
+
+async def raw_post(base_url: str, headers: bytes, body: bytes) -> bytes:
+    """One HTTP/1.1 request written byte for byte (httpx refuses to send a NUL); the status line."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /api/score HTTP/1.1\r\nHost: "
+            + host.encode()
+            + b"\r\n"
+            + headers
+            + b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        return (await reader.read()).split(b"\r\n", 1)[0]
+    finally:
+        writer.close()
+
+
+async def test_claims_postgres_cannot_store_are_401_and_change_nothing(
+    api: Api, redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # Before: a jti or iss holding NUL was accepted and scored; the persister refused the event
+    # forever (dead letters, a failing reconcile). Overlong ones were silently dropped.
+    longest = {"jti": "j" * 128, "iss": "https://" + "i" * 248}
+    accepted = await post_token(api, hs256(api, fresh(**longest)), "ok")
+    assert accepted.status_code == 200, accepted.text
+    [event] = await stream_events(redis_client, api.keys.stream)
+    assert (event["jti"], event["iss"]) == (longest["jti"], longest["iss"])
+    before = await board_state(redis_client, api.keys)
+    hostile: list[dict[str, Any]] = [
+        {"jti": "tok\x00en"},
+        {"iss": "https://id.example\x00"},
+        {"jti": "\x00"},
+        {"jti": "j" * 129},
+        {"iss": "i" * 257},
+        {"jti": 12345},
+        {"iss": ["https://id.example"]},
+    ]
+    for i, extra in enumerate(hostile):
+        assert_invalid_token(await post_token(api, hs256(api, fresh(**extra)), f"bad{i}"), extra)
+    # A NUL in a header never reaches the app: the HTTP server (in process here, and the
+    # service's own, on the same board) refuses the request.
+    async with api_process(redis_url, key_prefix) as service:
+        for base_url in (str(api.http.base_url), service):
+            status = await raw_post(
+                base_url,
+                b"Authorization: Bearer " + hs256(api, fresh()).encode() + b"\r\n"
+                b"Idempotency-Key: nul-agent\r\nUser-Agent: game\x00client\r\n",
+                b'{"action": "quest_complete"}',
+            )
+            assert status.startswith(b"HTTP/1.1 400"), (base_url, status)
+    assert await board_state(redis_client, api.keys) == before
+
+
+async def test_a_scope_split_by_a_no_break_space_or_given_as_a_list_is_401_and_changes_nothing(
+    api: Api, redis_client: redis.asyncio.Redis
+) -> None:
+    # Before: str.split() cut "x\u00a0score:write" at the no-break space and granted write.
+    assert (await post_token(api, hs256(api, fresh()), "ok")).status_code == 200
+    before = await board_state(redis_client, api.keys)
+    for i, scope in enumerate(
+        ["x\u00a0score:write", "x\u2003score:write", "x\tscore:write", ["score:write"], ""]
+    ):
+        response = await post_token(api, hs256(api, fresh(scope=scope)), f"bad{i}")
+        assert_invalid_token(response, scope)
+    assert await board_state(redis_client, api.keys) == before
+
+
+async def test_long_lived_future_or_respelled_tokens_are_401_and_change_nothing(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    async with running_api(
+        redis_url=redis_url, redis_key_prefix=key_prefix, jwt_max_lifetime_seconds=3600
+    ) as api:
+        now = int(time.time())
+        token = next(
+            t
+            for i in range(100)
+            if set("-_") & set((t := hs256(api, fresh(jti=f"s{i}", exp=now + 3600))).split(".")[2])
+        )
+        assert (await post_token(api, token, "ok")).status_code == 200
+        before = await board_state(redis_client, api.keys)
+        hostile = {
+            "exp of 10^30": hs256(api, with_raw_claim(fresh(exp=None), "exp", "1" + "0" * 30)),
+            "exp of 10^30 without iat": hs256(
+                api, with_raw_claim(fresh(exp=None, iat=None), "exp", "1" + "0" * 30)
+            ),
+            "lifetime over JWT_MAX_LIFETIME_SECONDS": hs256(api, fresh(exp=now + 3601)),
+            "over it without iat": hs256(api, fresh(iat=None, exp=now + 3600 + 31)),
+            "issued in the future": hs256(api, fresh(iat=now + 3600, exp=now + 3700)),
+            "the accepted token in the standard alphabet": respelled(token, "standard alphabet"),
+            "the accepted token padded": respelled(token, "padded"),
+            "the accepted token, other unused bits": respelled(token, "last character"),
+        }
+        for i, (kind, bad) in enumerate(hostile.items()):
+            assert_invalid_token(await post_token(api, bad, f"bad{i}"), kind)
+        assert await board_state(redis_client, api.keys) == before
+
+
+async def test_invisible_or_stacked_names_are_401_and_change_nothing(
+    api: Api, redis_client: redis.asyncio.Redis
+) -> None:
+    response = await post_token(api, hs256(api, fresh(name="  Alice  ")), "ok")
+    assert response.status_code == 200
+    assert response.json()["name"] == "Alice"
+    before = await board_state(redis_client, api.keys)
+    for i, name in enumerate(
+        ["   ", "\u3164", "\u3164 \u2800", "\u200b", "a\u2028b", "a\u2029b", "Z" + "\u0336" * 12]
+    ):
+        assert_invalid_token(await post_token(api, hs256(api, fresh(name=name)), f"bad{i}"), name)
+    assert await board_state(redis_client, api.keys) == before
 
 
 async def test_thousands_of_replays_count_once(api: Api, redis_client: redis.asyncio.Redis) -> None:
@@ -388,3 +581,35 @@ async def test_spellings_of_one_ipv6_address_share_one_address_limit(
     assert statuses[:5] == [200] * 5
     assert 429 in statuses
     assert {e["client_ip"] for e in events} == {"2001:db8::7"}
+
+
+async def test_addresses_of_one_ipv6_64_share_one_address_limit(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # One subscriber holds a whole /64: a fresh address per request must not be a fresh limit.
+    async with running_api(
+        redis_url=redis_url,
+        redis_key_prefix=key_prefix,
+        trusted_proxies=["127.0.0.0/8"],
+        rate_limit_ip_per_second=5,
+    ) as api:
+        token = api.token("alice")
+        statuses = []
+        for i in range(1, 41):
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": f"k{i}",
+                "X-Forwarded-For": f"2001:db8:0:7:{i:x}::1",
+            }
+            response = await api.http.post(
+                "/api/score", json={"action": "quest_complete"}, headers=headers
+            )
+            statuses.append(response.status_code)
+        counters = [k async for k in redis_client.scan_iter(f"{api.keys.tag}:rl:ip-second:*")]
+        events = await stream_events(redis_client, api.keys.stream)
+    assert [k.decode().rsplit(":rl:ip-second:", 1)[1] for k in counters] == ["2001:db8:0:7::/64"]
+    assert statuses[:5] == [200] * 5
+    assert 429 in statuses
+    # The event keeps the whole address, for the audit.
+    assert {e["client_ip"] for e in events} <= {f"2001:db8:0:7:{i:x}::1" for i in range(1, 41)}
+    assert len({e["client_ip"] for e in events}) == len(events)
