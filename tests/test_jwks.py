@@ -8,6 +8,7 @@ import http.server
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,12 @@ class Issuer:
     fetches: int = 0
 
     def token(self, kid: str, sub: str = "alice") -> str:
-        claims = {"sub": sub, "exp": 4_000_000_000, "scope": "score:write"}
+        claims = {
+            "sub": sub,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 600,
+            "scope": "score:write",
+        }
         signed: str = jws.sign(
             orjson.dumps(claims),
             private_pem(self.keys[kid]),

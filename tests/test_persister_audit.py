@@ -4,6 +4,7 @@ reflected in users, rebuilt and reconciled."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -134,7 +135,8 @@ async def test_accepted_updates_are_stored_with_their_audit_fields(
     api, worker, _ = setup
     claims = {
         "sub": "alice",
-        "exp": 4_000_000_000,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 600,
         "scope": "score:write",
         "jti": "tok-1",
         "iss": "https://id.example",
