@@ -28,7 +28,9 @@ from pydantic_settings import BaseSettings
 
 from services.broadcast_gateway.settings import GatewaySettings
 from services.persister.settings import PersisterSettings
+from services.score_api import service as api_service
 from services.score_api.settings import DEV_JWT_SECRET, MIN_PRODUCTION_SECRET, ApiSettings
+from shared import health
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -323,6 +325,12 @@ def setting_names(module: str) -> set[str]:
 
 
 @functools.cache
+def serves(package: str, path: str) -> bool:
+    """Whether the service answers ``path``: its own route, or shared.health's endpoints."""
+    source = service_source(package)
+    return f'"{path}"' in source or (path in health.PATHS and "from shared.health import" in source)
+
+
 def service_source(package: str = "") -> str:
     """The text of the services' code (``package``: one service, e.g. ``score_api``)."""
     base = ROOT / "services" / package
@@ -551,7 +559,7 @@ def test_deployments_probe_real_routes_on_named_ports_and_roll_out_safely(overla
                 check = container[probe]["httpGet"]
                 assert check["path"] == path, f"{where}: {probe} must ask {path}"
                 assert check["port"] in ports, f"{where}: {probe} on unnamed/unknown port"
-                assert f'"{path}"' in service_source(package), f"{package} serves no {path}"
+                assert serves(package, path), f"{package} serves no {path}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -572,10 +580,10 @@ def test_containers_listen_on_all_interfaces_at_their_declared_ports(
 def shutdown_seconds(module: str, settings: Any) -> float:
     """How long each service may take after SIGTERM, as the code and its settings say."""
     if module == "services.score_api":
-        main = (ROOT / "services" / "score_api" / "__main__.py").read_text()
-        found = re.search(r"timeout_graceful_shutdown=(\d+)", main)
-        assert found, "uvicorn's graceful shutdown is no longer bounded"
-        return float(found.group(1))
+        # running() hands this to uvicorn as timeout_graceful_shutdown.
+        service = (ROOT / "services" / "score_api" / "service.py").read_text()
+        assert "timeout_graceful_shutdown=SHUTDOWN_SECONDS" in service
+        return float(api_service.SHUTDOWN_SECONDS)
     if module == "services.broadcast_gateway":
         return float(settings.gateway_shutdown_seconds)
     return float(settings.persister_shutdown_seconds)
