@@ -176,8 +176,9 @@ class Fanout:
         sent = conflated = snapshots = snapshot_bytes = 0
         # The hot loop: one comparison, one property and one write per in-step client.
         for client in self.clients:
-            if client.version == base and client.sink.writable:
-                if client.sink.write(frame):
+            sink = client.sink
+            if client.version == base and sink.writable:
+                if sink.write(frame):
                     client.version = version
                     sent += 1
             else:  # behind: the snapshot now if it can take one, else when it drains
