@@ -210,3 +210,23 @@ async def test_zero_means_no_per_address_limit(redis_url: str, key_prefix: str) 
     ):
         followers = await open_followers(stack, gateway.url, 25, "127.0.0.1")
         assert len(gateway.fanout.clients) == len(followers)
+
+
+async def test_spellings_and_addresses_of_one_ipv6_64_share_one_per_address_limit(
+    redis_url: str, key_prefix: str
+) -> None:
+    # Before: each spelling (and each address of the caller's /64) was a counter of its own.
+    spellings = ["2001:db8:0:7::1", "2001:DB8:0:7:0:0:0:1", "2001:db8:0:7::1%eth0"]
+    settings = {"gateway_max_connections_per_ip": 3, "gateway_trusted_proxies": ["127.0.0.1/32"]}
+    async with (
+        run_gateway(redis_url, key_prefix, **settings) as gateway,
+        AsyncExitStack() as stack,
+    ):
+        for spelling in spellings:
+            await stack.enter_async_context(Follower(gateway.url, **xff(spelling)))
+        assert gateway.per_ip.count("2001:db8:0:7::/64") == 3
+        refused = await refused_status(gateway.url, **xff("2001:db8:0:7:ffff::9"))
+        assert refused.response.status_code == 429
+        # Another /64 is another subscriber.
+        await stack.enter_async_context(Follower(gateway.url, **xff("2001:db8:0:8::1")))
+        assert gateway.per_ip.count("2001:db8:0:8::/64") == 1

@@ -13,7 +13,8 @@ Close codes and HTTP refusals, in one place:
     1013 try later   unsent bytes stayed above the limit          closes{reason="slow"}
 
 The client address is the TCP peer's, or the first untrusted hop of X-Forwarded-For when the
-peer is a trusted proxy (shared.netaddr.client_ip).
+peer is a trusted proxy (shared.netaddr.client_ip); IPv6 callers are counted per
+IPV6_LIMIT_PREFIX network (shared.netaddr.limit_subject).
 
 Who gets which frame, and who is stuck, is the fan-out's decision (``fanout``, no I/O); what
 this module does with websockets goes through ``wsadapter``.
@@ -49,7 +50,7 @@ from services.broadcast_gateway.wsadapter import (
 )
 from shared.clock import SYSTEM, Clock
 from shared.health import JSON, Answer, Health
-from shared.netaddr import client_ip, parse_networks
+from shared.netaddr import client_ip, limit_subject, parse_networks
 
 log = logging.getLogger(__name__)
 # After the shutdown deadline: how long background loops and Redis clients get to stop.
@@ -126,7 +127,9 @@ class Gateway:
             wsadapter.set_send_buffer(connection, s.gateway_socket_send_buffer)
         # Proxies may append a header each time instead of extending one (RFC 9110 5.3).
         forwarded = ", ".join(request.headers.get_all("X-Forwarded-For")) or None
-        address = client_ip(wsadapter.peer_host(connection), forwarded, self.trusted)
+        caller = client_ip(wsadapter.peer_host(connection), forwarded, self.trusted)
+        # One subscriber holds a whole IPv6 /64: counted as one address (IPV6_LIMIT_PREFIX).
+        address = limit_subject(caller, s.ipv6_limit_prefix)
         # Nothing awaits between this check and the count, so concurrent handshakes from one
         # address cannot all slip under the limit. Last check: nothing below refuses.
         if not self.per_ip.acquire(address):
