@@ -19,12 +19,13 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from services.broadcast_gateway.protocol import Board, ClientView, Message, Ping, decode_message
+from services.broadcast_gateway.protocol import Board
 from services.broadcast_gateway.server import Gateway
 from services.broadcast_gateway.settings import GatewaySettings
 from shared.board_reader import BoardReader
 from shared.formats import encode_member
 from shared.keys import BoardKeys
+from tests.models import ClientView, Message, Ping, decode_message
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 20.0

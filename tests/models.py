@@ -1,14 +1,20 @@
 """Reference models the tests hold the real code to; no service imports them.
 
 ``gcra`` is the rate arithmetic ``award.lua`` runs inside Redis; ``ranking_key`` is the order
-Redis gives the board's sorted set.
+Redis gives the board's sorted set; ``decode_message``, ``apply_diff`` and ``ClientView`` are a
+gateway client, following the rule the browser's ``app.js`` applies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
+from services.broadcast_gateway.protocol import Board, Diff
 from services.score_api.ratelimit import Limit
+from shared.board import Entry
 from shared.formats import encode_member
 
 
@@ -39,3 +45,86 @@ def _ceil_ms(us: int) -> int:
 def ranking_key(score: int, seq: int, user_id: str) -> tuple[int, str]:
     """Python mirror of the Redis order: sort ascending by this key to get the ranking."""
     return (-score, encode_member(seq, user_id))
+
+
+class ProtocolError(ValueError):
+    """A diff that cannot be applied to the board it claims to follow."""
+
+
+def apply_diff(board: Sequence[Entry], changes: Sequence[Entry], size: int) -> Board:
+    """Put each change at its rank, then cut or keep the board at ``size`` entries."""
+    rows: list[Entry | None] = list(board)
+    for change in changes:
+        index = change.rank - 1
+        if index < 0:
+            raise ProtocolError(f"rank {change.rank} is not positive")
+        rows.extend([None] * (index + 1 - len(rows)))
+        rows[index] = change
+    out = rows[:size]
+    if len(out) != size or any(row is None for row in out):
+        raise ProtocolError("the diff leaves a gap in the board")
+    return tuple(row for row in out if row is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    board: Board
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Message = Snapshot | Diff | Ping
+
+
+def decode_message(raw: str | bytes) -> Message:
+    """Parse an outbound message, as a client does (the tests' clients)."""
+    try:
+        body = orjson.loads(raw)
+        kind = body["type"]
+        if kind == "ping":
+            return Ping()
+        if kind == "snapshot":
+            return Snapshot(_int(body["version"]), _entries(body["board"]))
+        if kind == "diff":
+            diff = Diff(_int(body["version"]), _entries(body["changes"]), _int(body["size"]))
+            if body["base"] != diff.base:
+                raise ProtocolError("a diff's base must be its version - 1")
+            return diff
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+class ClientView:
+    """What a client holds: the board and its version, built from snapshots and diffs."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.board: Board = ()
+
+    def receive(self, message: Message) -> bool:
+        """Apply one message; False when a diff does not follow (the client sends ``resync``)."""
+        if isinstance(message, Snapshot):
+            self.version, self.board = message.version, message.board
+        elif isinstance(message, Diff):
+            if self.version != message.base:
+                return False
+            self.board = apply_diff(self.board, message.changes, message.size)
+            self.version = message.version
+        return True
+
+
+def _entries(rows: object) -> Board:
+    if not isinstance(rows, list):
+        raise ProtocolError("expected a list of entries")
+    return tuple(Entry(**row) for row in rows)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("expected an integer")
+    return value

@@ -8,15 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.broadcast_gateway.fanout import NOTHING, Client, Fanout, Outcome
-from services.broadcast_gateway.protocol import (
-    Board,
-    ClientView,
-    Diff,
-    Ping,
-    Snapshot,
-    decode_message,
-)
+from services.broadcast_gateway.protocol import Board, Diff
 from shared.board import Entry
+from tests.models import ClientView, Ping, Snapshot, decode_message
 
 LIMIT, GRACE = 1000, 10.0
 

@@ -16,7 +16,7 @@ import redis.asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from services.broadcast_gateway.protocol import Diff, Ping, Snapshot
+from services.broadcast_gateway.protocol import Diff
 from tests.gateway_fixtures import (
     BoardWriter,
     Follower,
@@ -25,6 +25,7 @@ from tests.gateway_fixtures import (
     run_gateway,
     wait_until,
 )
+from tests.models import Ping, Snapshot
 
 PAGE = "http://localhost:8000"  # an allowed origin by default
 CLOSES = "gateway_closes_total"

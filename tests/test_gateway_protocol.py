@@ -10,15 +10,9 @@ from hypothesis import strategies as st
 from services.broadcast_gateway.fanout import Fanout
 from services.broadcast_gateway.protocol import (
     Board,
-    ClientView,
     Diff,
-    Ping,
-    ProtocolError,
     RateLimit,
-    Snapshot,
-    apply_diff,
     board_changes,
-    decode_message,
     diff_message,
     event_time_ms,
     is_resync,
@@ -26,6 +20,7 @@ from services.broadcast_gateway.protocol import (
 )
 from services.broadcast_gateway.server import origin_allowed
 from shared.board import Entry
+from tests.models import ClientView, Ping, ProtocolError, Snapshot, apply_diff, decode_message
 
 USERS = [f"u{i}" for i in range(14)]
 NAMES = st.sampled_from(["Ann", "Bo", "Zoë", "李", "<img src=x onerror=alert(1)>"])

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from devstack.devtoken import issue
 from devstack.servers import Server
-from services.broadcast_gateway.protocol import ClientView, Diff, Ping, Snapshot, decode_message
+from services.broadcast_gateway.protocol import Diff
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.board import Entry
@@ -29,6 +29,7 @@ from tests.gateway_fixtures import (
     run_gateway,
     wait_until,
 )
+from tests.models import ClientView, Ping, Snapshot, decode_message
 from tests.support import free_port, serve
 
 

@@ -23,12 +23,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from devstack.devtoken import issue
-from services.broadcast_gateway.protocol import ClientView, decode_message
 from services.persister.migrate import migrate
 from services.score_api.settings import TokenSettings
 from shared.keys import BoardKeys
 from tests.gateway_fixtures import GatewayProcess
 from tests.gateway_fixtures import wait_until as wait_for
+from tests.models import ClientView, decode_message
 from tests.persister_fixtures import assert_consistent, persisters, wait_ready
 from tests.support import api_process, free_port
 
