@@ -552,11 +552,11 @@ def ipv6_spellings(count: int) -> list[str]:
     return spellings[:count]
 
 
-async def test_spellings_of_one_ipv6_address_share_one_address_limit(
-    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
-) -> None:
-    # Before: each spelling was its own subject, so 80 spellings of one address through a
-    # trusted proxy had 80 fresh `ip-second` limits, and 80 counters in Redis.
+async def post_through_proxy(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis, addresses: list[str]
+) -> tuple[list[int], list[str], list[dict[str, str]]]:
+    """Post one award per forwarded address through a trusted proxy, under 5 per second per
+    address; (statuses, the address-limit subjects in Redis, the events)."""
     async with running_api(
         redis_url=redis_url,
         redis_key_prefix=key_prefix,
@@ -565,11 +565,11 @@ async def test_spellings_of_one_ipv6_address_share_one_address_limit(
     ) as api:
         token = api.token("alice")
         statuses = []
-        for i, spelling in enumerate(ipv6_spellings(80)):
+        for i, address in enumerate(addresses):
             headers = {
                 "Authorization": f"Bearer {token}",
                 "Idempotency-Key": f"k{i}",
-                "X-Forwarded-For": spelling,
+                "X-Forwarded-For": address,
             }
             response = await api.http.post(
                 "/api/score", json={"action": "quest_complete"}, headers=headers
@@ -577,7 +577,19 @@ async def test_spellings_of_one_ipv6_address_share_one_address_limit(
             statuses.append(response.status_code)
         counters = [k async for k in redis_client.scan_iter(f"{api.keys.tag}:rl:ip-second:*")]
         events = await stream_events(redis_client, api.keys.stream)
-    assert len(counters) == 1
+    subjects = [k.decode().rsplit(":rl:ip-second:", 1)[1] for k in counters]
+    return statuses, subjects, events
+
+
+async def test_spellings_of_one_ipv6_address_share_one_address_limit(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # Before: each spelling was its own subject, so 80 spellings of one address through a
+    # trusted proxy had 80 fresh `ip-second` limits, and 80 counters in Redis.
+    statuses, subjects, events = await post_through_proxy(
+        redis_url, key_prefix, redis_client, ipv6_spellings(80)
+    )
+    assert subjects == ["2001:db8::/64"]
     assert statuses[:5] == [200] * 5
     assert 429 in statuses
     assert {e["client_ip"] for e in events} == {"2001:db8::7"}
@@ -587,29 +599,13 @@ async def test_addresses_of_one_ipv6_64_share_one_address_limit(
     redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
 ) -> None:
     # One subscriber holds a whole /64: a fresh address per request must not be a fresh limit.
-    async with running_api(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        trusted_proxies=["127.0.0.0/8"],
-        rate_limit_ip_per_second=5,
-    ) as api:
-        token = api.token("alice")
-        statuses = []
-        for i in range(1, 41):
-            headers = {
-                "Authorization": f"Bearer {token}",
-                "Idempotency-Key": f"k{i}",
-                "X-Forwarded-For": f"2001:db8:0:7:{i:x}::1",
-            }
-            response = await api.http.post(
-                "/api/score", json={"action": "quest_complete"}, headers=headers
-            )
-            statuses.append(response.status_code)
-        counters = [k async for k in redis_client.scan_iter(f"{api.keys.tag}:rl:ip-second:*")]
-        events = await stream_events(redis_client, api.keys.stream)
-    assert [k.decode().rsplit(":rl:ip-second:", 1)[1] for k in counters] == ["2001:db8:0:7::/64"]
+    addresses = [f"2001:db8:0:7:{i:x}::1" for i in range(1, 41)]
+    statuses, subjects, events = await post_through_proxy(
+        redis_url, key_prefix, redis_client, addresses
+    )
+    assert subjects == ["2001:db8:0:7::/64"]
     assert statuses[:5] == [200] * 5
     assert 429 in statuses
     # The event keeps the whole address, for the audit.
-    assert {e["client_ip"] for e in events} <= {f"2001:db8:0:7:{i:x}::1" for i in range(1, 41)}
+    assert {e["client_ip"] for e in events} <= set(addresses)
     assert len({e["client_ip"] for e in events}) == len(events)
