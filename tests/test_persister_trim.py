@@ -87,20 +87,32 @@ async def test_a_backlog_is_trimmed_a_bounded_chunk_per_call_up_to_the_first_unp
     worker: Persister, redis_client: redis.asyncio.Redis
 ) -> None:
     clock = ManualClock()
-    trimmer = trimmer_of(worker, clock)
-    ids = await add(redis_client, worker.stream, 200)
-    assert await persist_next(worker) == 100  # the other 100 are not even delivered
-    assert trim.ROUNDS * BOUND < 100
+    # Fewer undelivered entries (200) than the tail (220): the bounded script decides.
+    trimmer = trimmer_of(worker, clock, persister_stream_tail=220)
+    ids = await add(redis_client, worker.stream, 300)
+    assert await persist_next(worker) == 100  # the other 200 are not even delivered
+    assert trim.ROUNDS * BOUND < 300 - 220
     assert await trimmer.trim()
     # One pass: ROUNDS calls of at most BOUND entries each, then the loop's turn again.
     assert await stream_ids(redis_client, worker.stream) == ids[trim.ROUNDS * BOUND :]
     assert trimmer.due  # a backlog is left: the next pass trims again without waiting
     assert await trimmer.trim()
-    assert await stream_ids(redis_client, worker.stream) == ids[100:]  # all unpersisted kept
+    assert await stream_ids(redis_client, worker.stream) == ids[80:]  # the tail, all kept
     assert not trimmer.due
     assert await worker.store.checkpoint(worker.stream, worker.group) == ids[100]
-    clock.advance(1.0)
-    assert trimmer.due
+
+
+async def test_a_stream_the_group_lags_behind_by_a_tail_is_trimmed_to_safe_in_one_call(
+    worker: Persister, redis_client: redis.asyncio.Redis
+) -> None:
+    # 100 entries never delivered, more than the tail of 5: the tail is all unpersisted, so
+    # everything persisted goes at once (Redis 7's group lag), whatever the read bound.
+    trimmer = trimmer_of(worker, ManualClock())
+    ids = await add(redis_client, worker.stream, 200)
+    assert await persist_next(worker) == 100
+    assert await trimmer.trim()
+    assert await stream_ids(redis_client, worker.stream) == ids[100:]
+    assert not trimmer.due
     assert await persist_next(worker) == 100
     assert await trimmer.trim()
     assert await stream_ids(redis_client, worker.stream) == ids[-5:]  # only the tail

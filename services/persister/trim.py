@@ -60,10 +60,9 @@ class Trimmer:
         pending_min = text(pending["min"]) if count else None
         last = text(group["last-delivered-id"])
         safe, _ = trim_point(pending_min, last, None)
-        if await self._trim_below(safe):
-            self._next = (
-                self.member.clock.monotonic()
-            )  # a backlog is left: the next pass trims again
+        if await self._trim_below(safe, group.get("lag")):
+            # A backlog is left: the next pass trims again.
+            self._next = self.member.clock.monotonic()
         await self._publish_lag(count, pending_min, last, group.get("lag"))
         try:
             await self.member.store.save_checkpoint(self.member.stream, self.member.group, safe)
@@ -71,9 +70,14 @@ class Trimmer:
             log.debug("checkpoint not saved: %s", exc)
         return True
 
-    async def _trim_below(self, safe: str) -> bool:
+    async def _trim_below(self, safe: str, lag: object) -> bool:
         """Trim what lies below ``safe`` and outside the tail; True if a backlog is left."""
-        if not self.tail:
+        # Redis 7 counts the entries never delivered to the group (``lag``, None when it
+        # cannot tell). They are the newest entries and all lie at or above ``safe``: when
+        # there are at least ``tail`` of them, the tail is unpersisted entries only, and
+        # trimming below ``safe`` is the exact rule, in one call that reads nothing. This is
+        # the catching-up case, where the bounded script would need many calls per pass.
+        if not self.tail or (isinstance(lag, int) and lag >= self.tail):
             removed = await self.member.redis.xtrim(
                 self.member.stream, minid=safe, approximate=False
             )
