@@ -82,6 +82,11 @@ def limit_subject(address: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
     return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
+def is_trusted(address: str, networks: Sequence[Network]) -> bool:
+    """Whether ``address`` lies in one of ``networks`` (a proxy whose X-Forwarded-For counts)."""
+    return _in(address, networks)
+
+
 def _in(address: str, networks: Sequence[Network]) -> bool:
     ip = parse(address)
     return ip is not None and any(ip in net for net in networks)

@@ -6,6 +6,7 @@ every board change as a diff on its one connection (nothing skipped, no reconnec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from contextlib import AsyncExitStack
 from typing import Any
@@ -231,3 +232,31 @@ async def test_spellings_and_addresses_of_one_ipv6_64_share_one_per_address_limi
         # Another /64 is another subscriber.
         await stack.enter_async_context(Follower(gateway.url, **xff("2001:db8:0:8::1")))
         assert gateway.per_ip.count("2001:db8:0:8::/64") == 1
+
+
+async def test_half_finished_handshakes_hold_their_place_under_the_per_address_limit(
+    redis_url: str, key_prefix: str
+) -> None:
+    # Before: an address was counted only once its upgrade request had arrived, so sockets
+    # that never sent one (slowloris) were not limited per address at all.
+    settings = {"gateway_max_connections_per_ip": 2, "gateway_handshake_timeout": 60.0}
+    async with run_gateway(redis_url, key_prefix, **settings) as gateway:
+        host, port = gateway.url.split("//")[1].split("/")[0].split(":")
+        silent = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await wait_until(lambda: gateway.per_ip.count("127.0.0.1") == 2, what="counted")
+        refused = await refused_status(gateway.url)
+        assert refused.response.status_code == 429
+        assert refused.response.headers["Retry-After"] == "5"
+        # A silent socket over the limit holds no place: it is aborted within a second, not
+        # left to the handshake timeout.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()
+        for _, silent_writer in silent:
+            silent_writer.close()
+        await wait_until(lambda: gateway.per_ip.count("127.0.0.1") == 0, what="given back")
+        async with Follower(gateway.url) as follower:
+            await wait_until(lambda: follower.connections == 1, what="connected again")

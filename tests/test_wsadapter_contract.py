@@ -8,6 +8,7 @@ the gateway meets: asyncio's (the tests) and uvloop (``python -m services.broadc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -56,11 +57,14 @@ async def accept_all(connection: GatewayConnection, request: Request) -> Respons
 
 @asynccontextmanager
 async def listening(
-    handler: Handler, process_request: ProcessRequest = accept_all, **settings: Any
+    handler: Handler,
+    process_request: ProcessRequest = accept_all,
+    accept: Callable[[GatewayConnection], None] = lambda _: None,
+    **settings: Any,
 ) -> AsyncIterator[str]:
     """wsadapter.listen on a free loopback port; yields the WebSocket URL."""
     options: dict[str, Any] = {"gateway_port": 0, "gateway_close_timeout": 0.5} | settings
-    server = await wsadapter.listen(GatewaySettings(**options), handler, process_request)
+    server = await wsadapter.listen(GatewaySettings(**options), handler, process_request, accept)
     try:
         port = server.sockets[0].getsockname()[1]
         yield f"ws://127.0.0.1:{port}/ws/score"
@@ -343,3 +347,36 @@ async def test_stop_accepting_refuses_new_connections_and_keeps_open_ones() -> N
         listener.close(close_connections=False)
         async with asyncio.timeout(WAIT):
             await listener.wait_closed()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_connection_made_runs_at_the_tcp_accept_before_any_byte_of_the_handshake(
+    loop_factory: LoopFactory,
+) -> None:
+    async def scenario() -> None:
+        seen: list[tuple[str | None, bool]] = []
+        made = asyncio.Event()
+
+        def accept(connection: GatewayConnection) -> None:
+            # The peer is known, the request is not; abort_after bounds a silent socket.
+            seen.append((wsadapter.peer_host(connection), connection.request is None))
+            wsadapter.abort_after(connection, 0.2)
+            made.set()
+
+        connected = Connected()
+        async with listening(
+            connected.handler, accept=accept, gateway_handshake_timeout=60.0
+        ) as url:
+            host, port = url.split("//")[1].split("/")[0].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                async with asyncio.timeout(WAIT):
+                    await made.wait()
+                    assert seen == [("127.0.0.1", True)]  # a silent socket is seen at once
+                    # Aborted by the timer, long before the handshake timeout.
+                    with contextlib.suppress(ConnectionResetError):
+                        assert await reader.read() == b""
+            finally:
+                writer.close()
+
+    run(loop_factory, scenario())

@@ -4,7 +4,8 @@ Close codes and HTTP refusals, in one place:
 
     403  handshake   Origin not in the allowlist, or sent twice   closes{reason="origin"}
     429  handshake   the client address holds its connection      closes{reason="per_ip"}
-                     limit (Retry-After: 5)
+                     limit (Retry-After: 5); a peer that is no trusted
+                     proxy counts from its TCP accept
     503  handshake   connection cap reached                       closes{reason="capacity"}
                      (and, from websockets itself, while shutting down)
     1008 policy      more inbound messages than the rate limit    closes{reason="rate"}
@@ -50,7 +51,7 @@ from services.broadcast_gateway.wsadapter import (
 )
 from shared.clock import SYSTEM, Clock
 from shared.health import JSON, Answer, Health
-from shared.netaddr import client_ip, limit_subject, parse_networks
+from shared.netaddr import client_ip, is_trusted, limit_subject, parse_networks
 
 log = logging.getLogger(__name__)
 # After the shutdown deadline: how long background loops and Redis clients get to stop.
@@ -71,6 +72,14 @@ def refusal(status: int, text: bytes, retry_after: int | None = None) -> Respons
     return http_response(Answer(status, text, TEXT), retry_after)
 
 
+# How long a connection over its address's limit may take to send its request (and get 429).
+OVER_LIMIT_SECONDS = 1.0
+
+
+def too_many() -> Response:
+    return refusal(429, b"too many connections from this address\n", retry_after=5)
+
+
 def batches(items: Iterable[T], size: int) -> list[list[T]]:
     every = list(items)
     return [every[i : i + size] for i in range(0, len(every), size)]
@@ -89,6 +98,7 @@ class Gateway:
         self.server: Server | None = None
         self.trusted = parse_networks(settings.gateway_trusted_proxies)
         self.per_ip = IpCounter(settings.gateway_max_connections_per_ip)
+        self.ipv6_prefix = settings.ipv6_limit_prefix
         self.url = ""  # the WebSocket URL, once running
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -125,20 +135,42 @@ class Gateway:
             return refusal(503, b"connection limit reached\n", retry_after=5)
         if s.gateway_socket_send_buffer:
             wsadapter.set_send_buffer(connection, s.gateway_socket_send_buffer)
+        if connection.over_limit:
+            return too_many()  # already over its limit at the TCP accept
+        if connection.counted_as is not None:
+            return None  # counted from its TCP accept (``accept``)
+        # Through a trusted proxy: the caller is known only now, from X-Forwarded-For.
         # Proxies may append a header each time instead of extending one (RFC 9110 5.3).
         forwarded = ", ".join(request.headers.get_all("X-Forwarded-For")) or None
         caller = client_ip(wsadapter.peer_host(connection), forwarded, self.trusted)
-        # One subscriber holds a whole IPv6 /64: counted as one address (IPV6_LIMIT_PREFIX).
-        address = limit_subject(caller, s.ipv6_limit_prefix)
-        # Nothing awaits between this check and the count, so concurrent handshakes from one
-        # address cannot all slip under the limit. Last check: nothing below refuses.
+        # Last check: nothing below refuses.
+        if not self.count(connection, limit_subject(caller, self.ipv6_prefix)):
+            return too_many()
+        return None
+
+    def accept(self, connection: GatewayConnection) -> None:
+        """At the TCP accept, before any byte of the handshake: a peer that is not a trusted
+        proxy counts against its per-address limit from now on, so half-finished handshakes
+        hold a place too. One over the limit gets its 429 if its request comes at once, and is
+        aborted after ``OVER_LIMIT_SECONDS`` otherwise: it never holds a place itself."""
+        peer = wsadapter.peer_host(connection)
+        if peer is None or is_trusted(peer, self.trusted):
+            return  # a proxy carries many callers: counted at the handshake
+        if not self.count(connection, limit_subject(client_ip(peer, None, ()), self.ipv6_prefix)):
+            connection.over_limit = True
+            wsadapter.abort_after(connection, OVER_LIMIT_SECONDS)
+
+    def count(self, connection: GatewayConnection, address: str) -> bool:
+        """Count one more connection from ``address`` (False, and a metric, when full), given
+        back when the TCP connection is gone, whichever way it ends."""
+        # Nothing awaits between the check and the count, so concurrent connections from one
+        # address cannot all slip under the limit.
         if not self.per_ip.acquire(address):
             metrics.CLOSES.labels("per_ip").inc()
-            return refusal(429, b"too many connections from this address\n", retry_after=5)
-        # Given back when the TCP connection is gone, also if websockets refuses the
-        # handshake after us and the handler never runs.
+            return False
+        connection.counted_as = address
         wsadapter.when_lost(connection, lambda _: self.per_ip.release(address))
-        return None
+        return True
 
     # One connection
 
@@ -206,7 +238,7 @@ class Gateway:
     async def running(self) -> AsyncIterator[str]:
         """Serve until the block exits, then shut down gracefully; yields the WebSocket URL."""
         s = self.settings
-        self.server = await wsadapter.listen(s, self.handler, self.process_request)
+        self.server = await wsadapter.listen(s, self.handler, self.process_request, self.accept)
         loops = [
             self._spawn(self.feed.run()),
             self._spawn(self._pinger()),

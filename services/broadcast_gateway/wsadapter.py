@@ -12,6 +12,7 @@ the pinned range of websockets (pyproject.toml):
 - ``Connection.protocol`` (``state``, ``send_close``, ``close_sent``) and ``send_data()``;
 - ``Connection.connection_lost_waiter``: resolved once when the TCP connection is gone, also
   for handshakes refused after ``process_request``;
+- ``Connection.connection_made``: called at the TCP accept, before any byte of the handshake;
 - ``Connection.request`` / ``response`` headers, and ``Server.server`` (the asyncio server);
 - ``frames.Frame.serialize`` and ``http11.Response`` for the bytes we build ourselves.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "Request",
     "Response",
     "Server",
+    "abort_after",
     "clear_handshake",
     "close_code_sent",
     "http_response",
@@ -65,9 +67,21 @@ def text_frame(message: bytes) -> bytes:
 
 
 class GatewayConnection(ServerConnection):
-    """A server connection that says when its write buffer has drained (``on_drain``)."""
+    """A server connection that says when its write buffer has drained (``on_drain``), and
+    tells ``accepted`` of each TCP connection before any byte of its handshake."""
 
     on_drain: Callable[[], object] | None = None
+    # The per-address subject it was counted under (None: not counted yet).
+    counted_as: str | None = None
+    # Over its address's limit at the TCP accept: refused at the handshake, or aborted soon.
+    over_limit = False
+
+    def accepted(self) -> None:
+        """Called at the TCP accept, before the handshake's first byte (``listen``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.accepted()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -171,6 +185,12 @@ def close_code_sent(connection: ServerConnection) -> int | None:
     return None if sent is None else sent.code
 
 
+def abort_after(connection: ServerConnection, seconds: float) -> None:
+    """Abort the TCP connection in ``seconds`` unless it is gone by then."""
+    timer = connection.loop.call_later(seconds, connection.transport.abort)
+    connection.connection_lost_waiter.add_done_callback(lambda _: timer.cancel())
+
+
 def http_response(answer: Answer, retry_after: int | None = None) -> Response:
     """A plain HTTP answer to a request that does not become a WebSocket."""
     headers = Headers(
@@ -195,9 +215,16 @@ async def listen(
     settings: GatewaySettings,
     handler: Callable[[GatewayConnection], Awaitable[None]],
     process_request: Callable[[GatewayConnection, Request], Awaitable[Response | None]],
+    accept: Callable[[GatewayConnection], None] = lambda _: None,
 ) -> Server:
-    """websockets' server with ``GatewayConnection``s and no compression (one frame for all)."""
+    """websockets' server with ``GatewayConnection``s and no compression (one frame for all);
+    ``accept`` decides at each TCP accept (``GatewayConnection.accepted``)."""
     s = settings
+
+    class Connection(GatewayConnection):
+        def accepted(self) -> None:
+            accept(self)
+
     # Every connection is a GatewayConnection (create_connection), which serve() types as
     # its base class.
     return await serve(
@@ -207,7 +234,7 @@ async def listen(
         process_request=cast(
             Callable[[ServerConnection, Request], Awaitable[Response | None]], process_request
         ),
-        create_connection=GatewayConnection,
+        create_connection=Connection,
         compression=None,
         max_size=s.gateway_max_message_bytes,
         max_queue=4,
