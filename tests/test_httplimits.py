@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -21,7 +20,7 @@ from services.score_api.httplimits import (
     limited_protocol,
     refusal,
 )
-from services.score_api.problems import PROBLEM_TYPE
+from services.score_api.problems import PROBLEM_TYPE, Problem
 from services.score_api.settings import ApiSettings
 from tests.support import api_process
 
@@ -39,8 +38,9 @@ def test_head_size_is_the_canonical_head_in_bytes() -> None:
 
 
 def test_refusal_is_a_complete_closing_problem_response() -> None:
-    status, slug, detail = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header-too-large", "big"
-    raw = refusal(status, slug, detail, [(b"server", b"uvicorn")], retry_after=3)
+    slug = "header-too-large"
+    problem = Problem(431, slug, "big", headers={"Retry-After": "3"})
+    raw = refusal(problem, [(b"server", b"uvicorn")])
     head, _, body = raw.partition(b"\r\n\r\n")
     status_line, *lines = head.split(b"\r\n")
     assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large"

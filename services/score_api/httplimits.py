@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from services.score_api.problems import PROBLEM_TYPE
+from services.score_api.problems import Problem
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -41,22 +40,13 @@ def head_size(method: bytes, url: bytes, headers: Headers) -> int:
     return request_line + sum(len(n) + 2 + len(v) + 2 for n, v in headers) + 2
 
 
-def refusal(
-    status: HTTPStatus, slug: str, detail: str, headers: Headers = (), *, retry_after: int = 0
-) -> bytes:
-    """A whole ``problem+json`` response that closes the connection, as bytes to write."""
-    body = orjson.dumps(
-        {
-            "type": PROBLEM_TYPE + slug,
-            "title": status.phrase,
-            "status": status.value,
-            "detail": detail,
-        }
-    )
-    lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
+def refusal(problem: Problem, headers: Headers = ()) -> bytes:
+    """``problem`` as a whole response that closes the connection, as bytes to write (there is
+    no request for the app's error handler to answer: the head never completed)."""
+    body = problem.document()
+    lines = [f"HTTP/1.1 {problem.status} {HTTPStatus(problem.status).phrase}".encode()]
     lines += [n + b": " + v for n, v in headers]
-    if retry_after:
-        lines.append(b"retry-after: %d" % retry_after)
+    lines += [f"{n.lower()}: {v}".encode("latin-1") for n, v in problem.headers.items()]
     lines += [
         b"content-type: application/problem+json",
         b"content-length: %d" % len(body),
@@ -65,13 +55,9 @@ def refusal(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-TOO_LARGE = (
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-    "header-too-large",
-    "the request line and headers exceed the limit",
-)
-TOO_SLOW = (HTTPStatus.REQUEST_TIMEOUT, "header-timeout", "the request head took too long")
-BUSY = (HTTPStatus.SERVICE_UNAVAILABLE, "connection-limit", "too many open connections")
+TOO_LARGE = Problem(431, "header-too-large", "the request line and headers exceed the limit")
+TOO_SLOW = Problem(408, "header-timeout", "the request head took too long")
+BUSY = Problem(503, "connection-limit", "too many open connections", headers={"Retry-After": "1"})
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -97,7 +83,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(*BUSY, retry_after=1)
+            self._refuse(BUSY)
             return
         self._arm()
 
@@ -114,7 +100,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Counts the whole read, so a read that also ends the previous request counts it.
             self._head_received += len(data)
             if self._head_received > self.limits.max_bytes:
-                self._refuse(*TOO_LARGE)
+                self._refuse(TOO_LARGE)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -129,7 +115,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_started = False
         self._disarm()
         if head_size(self.parser.get_method(), self.url, self.headers) > self.limits.max_bytes:
-            self._refuse(*TOO_LARGE)
+            self._refuse(TOO_LARGE)
             return
         super().on_headers_complete()
 
@@ -152,16 +138,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._deadline = None
         if self._head_started:
-            self._refuse(*TOO_SLOW)
+            self._refuse(TOO_SLOW)
         elif not self.transport.is_closing():
             self.transport.close()
 
-    def _refuse(self, status: HTTPStatus, slug: str, detail: str, *, retry_after: int = 0) -> None:
+    def _refuse(self, problem: Problem) -> None:
         self._refused = True
         self._disarm()
         if not self.transport.is_closing():
             headers = self.server_state.default_headers
-            self.transport.write(refusal(status, slug, detail, headers, retry_after=retry_after))
+            self.transport.write(refusal(problem, headers))
             self.transport.close()
 
 

@@ -57,16 +57,21 @@ class Problem(Exception):
     def from_scope_error(cls, exc: ScopeError) -> Problem:
         return cls.bearer(403, "insufficient_scope", str(exc), "scope", scope=exc.scope)
 
-    def response(self, instance: str) -> Response:
-        body = {
+    def document(self, instance: str | None = None) -> bytes:
+        """The RFC 9457 body; ``instance`` is the request path, when there is a request."""
+        body: dict[str, object] = {
             "type": PROBLEM_TYPE + self.slug,
             "title": HTTPStatus(self.status).phrase,
             "status": self.status,
             "detail": self.detail,
-            "instance": instance,
         }
+        if instance is not None:
+            body["instance"] = instance
+        return orjson.dumps(body)
+
+    def response(self, instance: str) -> Response:
         return Response(
-            orjson.dumps(body),
+            self.document(instance),
             status_code=self.status,
             headers=self.headers,
             media_type="application/problem+json",
