@@ -173,18 +173,20 @@ async def flood(writer: BoardWriter, count: int) -> None:
         await asyncio.sleep(0.003)
 
 
+# Large diffs, small buffers: a client that stops reading falls behind within a few changes.
+STALLING: dict[str, float] = {
+    "gateway_top_n": 50,
+    "gateway_tick_ms": 5,
+    "gateway_slow_bytes": 8192,
+    "gateway_socket_send_buffer": 4096,
+}
+
+
 async def test_client_that_stops_reading_delays_nobody_and_is_closed_1013(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
     writer = BoardWriter(redis_client, key_prefix, top_n=50)
-    settings = {
-        "gateway_top_n": 50,
-        "gateway_tick_ms": 5,
-        "gateway_slow_bytes": 8192,
-        "gateway_socket_send_buffer": 4096,
-        "gateway_slow_seconds": 1.0,
-        "gateway_close_timeout": 1.0,
-    }
+    settings = STALLING | {"gateway_slow_seconds": 1.0, "gateway_close_timeout": 1.0}
     before = metric("gateway_closes_total", reason="slow")
     async with run_gateway(redis_url, key_prefix, **settings) as gateway:
         port = int(gateway.url.rsplit(":", 1)[1].split("/")[0])
@@ -216,14 +218,8 @@ async def test_shutdown_aborts_a_client_that_never_reads_at_the_deadline(
     redis_url: str, redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
     writer = BoardWriter(redis_client, key_prefix, top_n=50)
-    settings = {
-        "gateway_top_n": 50,
-        "gateway_tick_ms": 5,
-        "gateway_slow_bytes": 8192,
-        "gateway_socket_send_buffer": 4096,
-        "gateway_shutdown_seconds": 1.0,
-        "gateway_close_timeout": 60.0,  # only the shutdown deadline can end it in time
-    }
+    # Only the shutdown deadline can end the stalled client in time.
+    settings = STALLING | {"gateway_shutdown_seconds": 1.0, "gateway_close_timeout": 60.0}
     before = metric("gateway_closes_total", reason="shutdown")
     running = run_gateway(redis_url, key_prefix, **settings)
     gateway = await running.__aenter__()
