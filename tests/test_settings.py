@@ -94,3 +94,17 @@ def test_a_quota_larger_than_its_window_in_microseconds_is_refused_at_start(
 
 def test_the_largest_quota_a_window_holds_is_accepted() -> None:
     assert ApiSettings(rate_limit_ip_per_second=1_000_000).ip_limits()[0].interval_us == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e9", "-86401", "²", "", "abc"])
+def test_a_clock_offset_that_is_no_bounded_number_stops_the_start(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOCK_OFFSET_SECONDS", value)
+    with pytest.raises(ValidationError, match="clock_offset_seconds"):
+        SharedSettings()
+
+
+def test_the_clock_offset_defaults_to_none_and_takes_a_bounded_shift() -> None:
+    assert SharedSettings().clock_offset_seconds == 0.0
+    assert SharedSettings(clock_offset_seconds=-120).clock_offset_seconds == -120.0
