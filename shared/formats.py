@@ -63,6 +63,10 @@ EVENT_ID = Pattern("0-9A-Za-z_-", 64)
 API_EVENT_ID = Pattern("0-9a-f", 32, 32)
 # Parts of Redis key names (prefix, board id): inside a Cluster hash tag, so no braces.
 KEY_PART = Pattern("A-Za-z0-9_.-", 32)
+# Action tickets (services.score_api.tickets): 128 random bits, as lowercase hex.
+TICKET = Pattern("0-9a-f", 32, 32)
+# Action names in the catalogue; they appear in key names, events and metrics labels.
+ACTION = Pattern("A-Za-z0-9_.-", 64)
 
 
 EVENT_VERSION = "1"
@@ -89,6 +93,11 @@ class Field:
     JTI: Final = "jti"
     ISS: Final = "iss"
     BY: Final = "by"
+    # Proof of action: the redeemed ticket and how long the action took (start to award),
+    # and the trusted reporter (a game server's token subject) that awarded it.
+    TICKET: Final = "ticket"
+    DURATION_MS: Final = "duration_ms"
+    REPORTER: Final = "reporter"
 
 
 def _constants(namespace: type) -> dict[str, str]:
@@ -96,7 +105,16 @@ def _constants(namespace: type) -> dict[str, str]:
 
 
 FIELDS = _constants(Field)
-OPTIONAL_FIELDS = (Field.REQUEST_ID, Field.USER_AGENT, Field.JTI, Field.ISS, Field.BY)
+OPTIONAL_FIELDS = (
+    Field.REQUEST_ID,
+    Field.USER_AGENT,
+    Field.JTI,
+    Field.ISS,
+    Field.BY,
+    Field.TICKET,
+    Field.DURATION_MS,
+    Field.REPORTER,
+)
 REQUIRED_FIELDS = tuple(v for v in FIELDS.values() if v not in OPTIONAL_FIELDS)
 
 
