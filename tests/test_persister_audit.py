@@ -1,5 +1,5 @@
 """The audit trail in PostgreSQL: who, from where, with which token; bans with their author,
-reflected in users, rebuilt and reconciled."""
+reflected in users, rebuilt and reconciled; the proof of action (ticket, duration, reporter)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -22,6 +23,7 @@ from services.persister.reconcile import reconcile
 from services.persister.settings import PersisterSettings
 from services.persister.worker import Persister
 from services.score_api.tokens import SCOPE_ADMIN
+from shared.formats import EVENT_VERSION, EventType, Field
 from tests.persister_fixtures import Api, drain, open_worker, redis_scores, running_api
 
 
@@ -168,3 +170,67 @@ async def test_accepted_updates_are_stored_with_their_audit_fields(
     assert row["user_agent"].startswith("game-client/2.3 ")
     assert len(row["user_agent"]) == 256  # truncated
     assert row["created_at"] is not None
+
+
+TICKET = "5f0c2a9be13d4f7a8c6b0e1d2f3a4b5c"
+
+
+def score_event(event_id: str, seq: int, **extras: str) -> dict[str, str]:
+    """A version-1 score event (shared.events) as the score API's script appends it."""
+    return {
+        Field.VERSION: EVENT_VERSION,
+        Field.TYPE: EventType.SCORE,
+        Field.EVENT_ID: event_id,
+        Field.USER_ID: "player-1",
+        Field.NAME: "Player One",
+        Field.ACTION: "match_win",
+        Field.POINTS: "20",
+        Field.SCORE: str(20 * seq),
+        Field.SEQ: str(seq),
+        Field.IDEMPOTENCY_KEY: f"key-{event_id}",
+        Field.TS: str(1_700_000_000_000 + seq),
+        Field.CLIENT_IP: "10.1.2.3",
+    } | extras
+
+
+async def proof_columns(database_url: str) -> dict[str, tuple[Any, ...]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT event_id, ticket, duration_ms, reporter FROM score_events")
+    finally:
+        await conn.close()
+    return {r["event_id"]: (r["ticket"], r["duration_ms"], r["reporter"]) for r in rows}
+
+
+# The score API does not write these fields yet, so the events go straight onto the stream the
+# worker reads, next to an old-style event written before tickets existed.
+async def test_the_proof_of_action_is_stored_and_old_events_have_none(
+    redis_url: str, database_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    await migrate(database_url)
+    async with open_worker(redis_url, database_url, key_prefix) as worker:
+        await redis_client.xadd(worker.stream, score_event("old0001", 1))  # type: ignore[arg-type]
+        proof = {Field.TICKET: TICKET, Field.DURATION_MS: "45250", Field.REPORTER: "game-eu-1"}
+        await redis_client.xadd(worker.stream, score_event("poa0001", 2, **proof))  # type: ignore[arg-type]
+        await drain(worker)
+    assert await proof_columns(database_url) == {
+        "old0001": (None, None, None),
+        "poa0001": (TICKET, 45250, "game-eu-1"),
+    }
+
+
+async def test_a_bad_duration_is_dead_lettered_and_its_batch_is_stored(
+    redis_url: str, database_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    await migrate(database_url)
+    async with open_worker(redis_url, database_url, key_prefix, persister_max_attempts=1) as worker:
+        for seq, duration in enumerate(["10", "-10", "\u0661\u0662", "20"], start=1):
+            event = score_event(f"dur{seq:04d}", seq, **{Field.DURATION_MS: duration})
+            await redis_client.xadd(worker.stream, event)  # type: ignore[arg-type]
+        await drain(worker)
+        dead: Any = await redis_client.xrange(worker.keys.dead_letters)
+        assert (await redis_client.xpending(worker.stream, worker.group))["pending"] == 0
+    assert [fields[Field.EVENT_ID.encode()] for _, fields in dead] == [b"dur0002", b"dur0003"]
+    assert all(b"duration_ms" in fields[b"dead_error"] for _, fields in dead)
+    stored = await proof_columns(database_url)
+    assert {k: v[1] for k, v in stored.items()} == {"dur0001": 10, "dur0004": 20}

@@ -7,15 +7,18 @@ from datetime import UTC, datetime
 import pytest
 
 from services.persister.batch import (
+    BIGINT_MAX,
     StreamEntry,
     claim_reply,
     next_stream_id,
     parse,
+    parse_entry,
     previous_stream_id,
     stream_id_key,
     trim_point,
     user_deltas,
 )
+from shared.events import EventError
 
 
 def fields(event_id: str = "e1", **overrides: str) -> dict[bytes, bytes]:
@@ -58,6 +61,58 @@ def test_missing_extras_are_null_and_a_missing_name_is_the_user_id() -> None:
     [row] = parse([entry("1-0", name="")]).rows
     assert row.name == "alice"
     assert (row.user_agent, row.jti, row.iss, row.request_id) == (None, None, None, None)
+
+
+TICKET = "0123456789abcdef0123456789abcdef"
+
+
+def test_proof_of_action_fields_fill_their_columns() -> None:
+    row = parse_entry(entry("1-0", ticket=TICKET, duration_ms="31500", reporter="game-eu-1"))
+    assert (row.ticket, row.duration_ms, row.reporter) == (TICKET, 31500, "game-eu-1")
+    # The last three columns, in the order _INSERT_EVENTS names them.
+    assert row[-3:] == (TICKET, 31500, "game-eu-1")
+
+
+def test_proof_of_action_fields_are_null_when_absent() -> None:
+    row = parse_entry(entry("1-0"))
+    assert (row.ticket, row.duration_ms, row.reporter) == (None, None, None)
+
+
+@pytest.mark.parametrize("value", ["0", "007", str(BIGINT_MAX)])
+def test_duration_ms_takes_ascii_digits_up_to_bigint(value: str) -> None:
+    assert parse_entry(entry("1-0", duration_ms=value)).duration_ms == int(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-1",
+        "+5",
+        " 5",
+        "5 ",
+        "1_000",
+        "12.5",
+        "1e3",
+        "ten",
+        "",
+        "²",  # str.isdigit() says yes, int() says no
+        "١٢",  # Arabic-Indic digits: int() would read 12
+        "\uff11\uff12",  # fullwidth digits: int() would read 12
+        str(BIGINT_MAX + 1),
+        str(10**30),
+        "0" * 20 + "1",  # small, but more digits than any bigint
+    ],
+)
+def test_duration_ms_that_is_not_a_bigint_of_ascii_digits_is_refused(value: str) -> None:
+    with pytest.raises(EventError, match="duration_ms"):
+        parse_entry(entry("1-0", duration_ms=value))
+
+
+def test_a_bad_duration_ms_dead_letters_that_entry_only() -> None:
+    bad = entry("2-0", "e2", duration_ms="-1")
+    batch = parse([entry("1-0"), bad, entry("3-0", "e3", duration_ms="5")])
+    assert [(r.event_id, r.duration_ms) for r in batch.rows] == [("e1", None), ("e3", 5)]
+    assert [r.stream_id for r in batch.refused] == ["2-0"]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from shared.events import EventError, ScoreEvent
 from shared.formats import EVENT_ID, EventType, Field
 
 BIGINT_MAX = 2**63 - 1
+_BIGINT_DIGITS = len(str(BIGINT_MAX))
 MAX_TEXT = 1024
 
 
@@ -49,6 +50,9 @@ class EventRow(NamedTuple):
     jti: str | None = None
     iss: str | None = None
     moderator: str | None = None
+    ticket: str | None = None
+    duration_ms: int | None = None
+    reporter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,7 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         created = datetime.fromtimestamp(event.ts / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         raise EventError("ts is out of range") from None
+    duration = extras.get(Field.DURATION_MS)
     return EventRow(
         event.event_id,
         entry.stream_id,
@@ -142,7 +147,22 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         extras.get(Field.JTI),
         extras.get(Field.ISS),
         extras.get(Field.BY),
+        extras.get(Field.TICKET),
+        None if duration is None else duration_ms(duration),
+        extras.get(Field.REPORTER),
     )
+
+
+def duration_ms(value: str) -> int:
+    """``duration_ms`` as a number. ``int()`` alone would take more than the format's ASCII
+    digits (signs, spaces, underscores, Unicode digits such as ``"١٢"``); ``str.isdigit``
+    alone takes ``"²"``, which ``int()`` then refuses with a ValueError that is no
+    ``EventError``. At most 19 digits, so a long string is refused before converting it."""
+    if value.isascii() and value.isdigit() and len(value) <= _BIGINT_DIGITS:
+        number = int(value)
+        if number <= BIGINT_MAX:
+            return number
+    raise EventError("duration_ms must be a decimal integer in 0..2**63-1")
 
 
 # The one place that knows event types: a type missing here is refused (and dead-lettered).
