@@ -169,15 +169,21 @@ def main(argv: list[str] | None = None) -> int:
             say("stopped")
 
 
-def print_welcome(services: list[Service]) -> None:
-    token = subprocess.run(
-        [sys.executable, "-m", "devstack.devtoken", "player1", "--name", "Player One"],
+def dev_token(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.devtoken", *args],
         cwd=ROOT,
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def print_welcome(services: list[Service]) -> None:
+    token = dev_token("player1", "--name", "Player One")
+    reporter = dev_token("game-server", "--scope", "score:report")
     api, gateway, persister = services
+    post = f"curl -s -X POST {api.url}"
     print(
         f"""
 Live leaderboard is running.
@@ -188,13 +194,25 @@ Live leaderboard is running.
 
 Development token for player1 (valid 24 h):
   {token}
+Development token for the game server "game-server" (scope score:report):
+  {reporter}
 
-Try:
-  curl -s -X POST {api.url}/api/score \\
-    -H "Authorization: Bearer {token}" \\
-    -H "Idempotency-Key: $(date +%s%N)" \\
-    -H "Content-Type: application/json" \\
-    -d '{{"action": "quest_complete"}}'
+Try (the catalogue: {api.url}/api/actions):
+  TOKEN={token}
+  # a client action, once a day:
+  {post}/api/score -H "Authorization: Bearer $TOKEN" \\
+    -H "Idempotency-Key: $(date +%s%N)" -H "Content-Type: application/json" \\
+    -d '{{"action": "daily_login"}}'
+  # a ticket action: start it, then complete it at least 30 s later with the ticket:
+  {post}/api/actions -H "Authorization: Bearer $TOKEN" \\
+    -H "Content-Type: application/json" -d '{{"action": "quest_complete"}}'
+  {post}/api/score -H "Authorization: Bearer $TOKEN" \\
+    -H "Idempotency-Key: $(date +%s%N)" -H "Content-Type: application/json" \\
+    -d '{{"action": "quest_complete", "ticket": "<ticket>"}}'
+  # a server action, reported by the game server for player1:
+  {post}/api/score -H "Authorization: Bearer {reporter}" \\
+    -H "Idempotency-Key: $(date +%s%N)" -H "Content-Type: application/json" \\
+    -d '{{"action": "match_win", "user_id": "player1"}}'
 
 Press Ctrl-C to stop everything.
 """,

@@ -127,6 +127,16 @@ class EventType:
 EVENT_TYPES = _constants(EventType)
 
 
+class TicketState:
+    """The ``state`` of an action ticket's hash (written by ticket.lua, read by award.lua)."""
+
+    OPEN: Final = "open"
+    REDEEMED: Final = "redeemed"
+
+
+TICKET_STATES = _constants(TicketState)
+
+
 def encode_member(seq: int, user_id: str) -> str:
     if not 0 <= seq < 10**SEQ_WIDTH:
         raise ValueError("sequence out of range")
@@ -158,6 +168,7 @@ def lua_constants() -> str:
     """The Lua prelude every script is loaded with: the formats above, as locals."""
     fields = ", ".join(f"{k.lower()} = {_lua_string(v)}" for k, v in FIELDS.items())
     types = ", ".join(f"{k.lower()} = {_lua_string(v)}" for k, v in EVENT_TYPES.items())
+    states = ", ".join(f"{k.lower()} = {_lua_string(v)}" for k, v in TICKET_STATES.items())
     lines = [
         "-- Prepended by shared.formats.lua_constants(): the one source of these formats.",
         f"local SEQ_WIDTH = {SEQ_WIDTH}",
@@ -168,5 +179,6 @@ def lua_constants() -> str:
         f"local EVENT_VERSION = {_lua_string(EVENT_VERSION)}",
         f"local FIELD = {{{fields}}}",
         f"local TYPE = {{{types}}}",
+        f"local TICKET_STATE = {{{states}}}",
     ]
     return "\n".join(lines) + "\n"

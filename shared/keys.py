@@ -64,6 +64,18 @@ class BoardKeys:
         """Present (with a TTL) while the user may not complete ``action`` again."""
         return f"{self.tag}:cd:{user_id}|{action}"
 
+    def ticket(self, ticket: str) -> str:
+        """Hash of one action ticket: user, action, started/not-before/expiry (ms), state."""
+        return f"{self.tag}:ticket:{ticket}"
+
+    def open_tickets(self, user_id: str, action: str) -> str:
+        """Sorted set of the user's open tickets for ``action``, scored by their start (ms)."""
+        return f"{self.tag}:open:{user_id}|{action}"
+
+    def daily(self, user_id: str, action: str) -> str:
+        """``<UTC day number>:<completions>`` of ``action`` by the user; expires at midnight."""
+        return f"{self.tag}:day:{user_id}|{action}"
+
     def rate(self, limit: str, subject: str) -> str:
         """The GCRA theoretical arrival time of one limit for one user or address."""
         return f"{self.tag}:rl:{limit}:{subject}"

@@ -89,11 +89,13 @@ def connect(
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
-def lua(package: str, name: str) -> str:
+def lua(package: str, name: str, *libraries: str) -> str:
     """The script ``<package>/lua/<name>.lua``, after the format constants it may use
-    (``shared.formats.lua_constants``: widths, separators, event field names)."""
-    source = resources.files(package).joinpath("lua", f"{name}.lua").read_text()
-    return lua_constants() + source
+    (``shared.formats.lua_constants``: widths, separators, event field names) and the
+    package's Lua ``libraries`` (e.g. ``limits``: the clock and GCRA limits)."""
+    folder = resources.files(package).joinpath("lua")
+    parts = [folder.joinpath(f"{part}.lua").read_text() for part in (*libraries, name)]
+    return lua_constants() + "".join(parts)
 
 
 def text(value: bytes | str) -> str:

@@ -29,7 +29,7 @@ from services.score_api.settings import ApiSettings
 from shared.formats import decode_member
 from shared.keys import BoardKeys
 from shared.redisconn import connect
-from tests.support import free_port, serve
+from tests.support import NO_LIMITS, free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0
@@ -103,9 +103,7 @@ async def running_api(redis_url: str, key_prefix: str) -> AsyncIterator[Api]:
         redis_timeout_seconds=5,
         actions=LOAD_ACTIONS,
         # Load comes from one address and a few users: no abuse limits here.
-        rate_limit_user_per_second=0,
-        rate_limit_user_per_minute=0,
-        rate_limit_ip_per_second=0,
+        **NO_LIMITS,
     )
     async with (
         serve(create_app(config)) as url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import socket
 import sys
@@ -23,6 +24,35 @@ from starlette.types import ASGIApp
 from shared.keys import BoardKeys
 
 ROOT = Path(__file__).resolve().parent.parent
+# The seed's catalogue with every action in client mode: tests of the write path that are not
+# about trust modes use it; tests/test_tickets.py and tests/test_farming.py prove the default.
+CLIENT_ACTIONS: dict[str, Any] = {
+    "quest_complete": 10,
+    "daily_login": {"points": 5, "cooldown_seconds": 72000},
+    "level_up": {"points": 25, "cooldown_seconds": 60},
+    "match_win": {"points": 20, "cooldown_seconds": 30},
+    "achievement_unlocked": 50,
+}
+# Every abuse limit and points budget off; tests/test_security.py and test_budgets.py prove
+# them. Settings names, lower case (ApiSettings keywords); ``api_env`` gives the variables.
+NO_LIMITS: dict[str, Any] = {
+    "rate_limit_user_per_second": 0,
+    "rate_limit_user_per_minute": 0,
+    "rate_limit_user_per_hour": 0,
+    "rate_limit_ip_per_second": 0,
+    "rate_limit_reporter_per_second": 0,
+    "points_per_user_per_hour": 0,
+    "points_per_user_per_day": 0,
+}
+
+
+def api_env(**settings: Any) -> dict[str, str]:
+    """Environment variables of an API process: client-mode actions, no limits, then these."""
+    values = {"actions": CLIENT_ACTIONS} | NO_LIMITS | settings
+    return {
+        name.upper(): value if isinstance(value, str) else json.dumps(value)
+        for name, value in values.items()
+    }
 RUN_ID = os.urandom(4).hex()
 _counter = itertools.count()
 _prefixes: list[str] = []
@@ -128,19 +158,14 @@ async def api_process(
 ) -> AsyncIterator[str]:
     """``python -m services.score_api`` as a real process, ready; yields its base URL.
 
-    Abuse limits are off unless ``env`` sets them; stderr goes to ``log`` when given.
+    Client-mode actions, abuse limits and budgets off unless ``env`` sets them; stderr goes
+    to ``log`` when given.
     """
     port = free_port()
     full = (
         os.environ
-        | {
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": key_prefix,
-            "API_PORT": str(port),
-            "RATE_LIMIT_USER_PER_SECOND": "0",
-            "RATE_LIMIT_USER_PER_MINUTE": "0",
-            "RATE_LIMIT_IP_PER_SECOND": "0",
-        }
+        | api_env()
+        | {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": key_prefix, "API_PORT": str(port)}
         | env
     )
     with (log or Path(os.devnull)).open("wb") as err:

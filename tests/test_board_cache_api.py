@@ -18,7 +18,7 @@ from services.score_api.app import ScoreApi, create_app
 from services.score_api.settings import ApiSettings
 from services.score_api.tokens import SCOPE_ADMIN
 from shared.keys import BoardKeys
-from tests.support import serve
+from tests.support import CLIENT_ACTIONS, NO_LIMITS, serve
 
 # Generous bounds for polling: a healthy follower reacts in milliseconds.
 WAIT_SECONDS = 15.0
@@ -60,9 +60,7 @@ async def replica(redis_url: str, prefix: str, **settings: Any) -> AsyncIterator
     config = ApiSettings(
         redis_url=redis_url,
         redis_key_prefix=prefix,
-        rate_limit_user_per_second=0,
-        rate_limit_user_per_minute=0,
-        rate_limit_ip_per_second=0,
+        **({"actions": CLIENT_ACTIONS} | NO_LIMITS),
         **settings,
     )
     app = create_app(config)

@@ -19,6 +19,7 @@ from devstack.devtoken import issue
 from services.persister.migrate import migrate
 from services.persister.rebuild import rebuild
 from services.persister.reconcile import reconcile
+from services.score_api.store import SCRIPTS
 from shared.keys import BoardKeys
 from shared.redisconn import connect, lua
 from shared.settings import SharedSettings
@@ -185,12 +186,7 @@ async def test_readiness_reloads_scripts_flushed_from_the_slot_owner(
         assert (await api.http.get("/readyz")).status_code == 200
         shas = [
             hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-            for text in (
-                lua("services.score_api", "award"),
-                lua("services.score_api", "rank"),
-                lua("services.score_api", "ban"),
-                lua("shared", "top"),
-            )
+            for text in (*SCRIPTS, lua("shared", "top"))
         ]
         assert all(await owner.script_exists(*shas))
         await owner.script_flush()

@@ -64,18 +64,28 @@ def test_run_stack_starts_serves_an_update_and_stops_without_leftovers(tmp_path:
                 break
         text = "".join(output)
         assert "Press Ctrl-C" in text, text
-        token = re.search(r"Bearer (\S+)\"", text)
+        token = re.search(r"TOKEN=(\S+)", text)
+        reporter = re.search(r"Bearer (eyJ\S+)\"", text)
         assert token, text
+        assert reporter, text
         api = f"http://127.0.0.1:{ports['API_PORT']}"
         response = httpx.post(
             f"{api}/api/score",
-            json={"action": "quest_complete"},
+            json={"action": "daily_login"},
             timeout=10,
             headers={"Authorization": f"Bearer {token.group(1)}", "Idempotency-Key": "smoke-1"},
         )
         assert response.status_code == 200, response.text
+        reported = httpx.post(
+            f"{api}/api/score",
+            json={"action": "match_win", "user_id": "player1"},
+            timeout=10,
+            headers={"Authorization": f"Bearer {reporter.group(1)}", "Idempotency-Key": "smoke-2"},
+        )
+        assert reported.status_code == 200, reported.text
         board = httpx.get(f"{api}/api/score-board", timeout=10).json()
         assert board["board"][0]["user_id"] == "player1"
+        assert board["board"][0]["score"] == 25
         data_ports = [int(p) for p in re.findall(r"embedded \w+ on \S+?127\.0\.0\.1:(\d+)", text)]
         assert len(data_ports) == 2, text
         proc.send_signal(signal.SIGINT)

@@ -30,7 +30,7 @@ from tests.gateway_fixtures import (
     wait_until,
 )
 from tests.models import ClientView, Ping, Snapshot, decode_message
-from tests.support import free_port, serve
+from tests.support import CLIENT_ACTIONS, NO_LIMITS, free_port, serve
 
 
 @pytest.fixture
@@ -323,7 +323,9 @@ async def test_two_instances_both_deliver_every_change(
 
 @pytest.fixture
 async def api_url(redis_url: str, key_prefix: str) -> AsyncIterator[tuple[str, ApiSettings]]:
-    settings = ApiSettings(redis_url=redis_url, redis_key_prefix=key_prefix)
+    settings = ApiSettings(
+        redis_url=redis_url, redis_key_prefix=key_prefix, actions=CLIENT_ACTIONS, **NO_LIMITS
+    )
     async with serve(create_app(settings)) as url:
         yield url, settings
 

@@ -12,7 +12,7 @@ from starlette.routing import Mount, Route
 from devstack.devtoken import issue
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
-from services.score_api.tokens import SCOPE_ADMIN, SCOPE_WRITE
+from services.score_api.tokens import SCOPE_ADMIN, SCOPE_REPORT, SCOPE_WRITE
 from tests.support import api_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +47,16 @@ def test_every_route_is_in_the_document_and_nothing_else() -> None:
 def test_document_lists_the_configured_actions() -> None:
     settings = ApiSettings(actions={"boss_kill": 40, "coin": 1})
     schema = create_app(settings).state.api.openapi_document["components"]["schemas"]
-    assert schema["ScoreRequest"]["properties"]["action"]["enum"] == ["boss_kill", "coin"]
+    for form in schema["ScoreRequest"]["oneOf"]:
+        assert form["properties"]["action"]["enum"] == ["boss_kill", "coin"]
+    assert schema["StartRequest"]["properties"]["action"]["enum"] == ["boss_kill", "coin"]
 
 
 async def test_schemathesis_finds_no_server_error_or_nonconformance(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     async with api_process(redis_url, key_prefix) as url:
-        token = issue(ApiSettings(), "fuzzer", scopes=(SCOPE_WRITE, SCOPE_ADMIN))
+        token = issue(ApiSettings(), "fuzzer", scopes=(SCOPE_WRITE, SCOPE_ADMIN, SCOPE_REPORT))
         report = tmp_path / "report.json"
         # A fixed seed keeps CI reproducible; change it to explore new cases locally.
         fuzz = await asyncio.create_subprocess_exec(

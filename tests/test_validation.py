@@ -6,6 +6,7 @@ import pytest
 
 from services.score_api import validation
 from services.score_api.problems import Problem
+from services.score_api.validation import AwardBody
 
 
 def status_of(fn: object, *args: object) -> int:
@@ -45,14 +46,49 @@ def test_json_content_type_with_charset_passes() -> None:
         b'{"action": ""}',
         b'{"action": "quest_complete", "points": 1000}',
         b'{"Action": "quest_complete"}',
+        # A ticket that is not 32 lowercase hex characters, or not a string.
+        b'{"action": "q", "ticket": "' + b"A" * 32 + b'"}',
+        b'{"action": "q", "ticket": "' + b"a" * 31 + b'"}',
+        b'{"action": "q", "ticket": "' + b"a" * 32 + b'\\n"}',
+        b'{"action": "q", "ticket": 5}',
+        b'{"action": "q", "ticket": null}',
+        # Player and reporter fields mixed, or a reporter body without a valid user.
+        b'{"action": "q", "ticket": "' + b"a" * 32 + b'", "user_id": "bob"}',
+        b'{"action": "q", "name": "Bob"}',
+        b'{"action": "q", "user_id": "bob\\n"}',
+        b'{"action": "q", "user_id": ""}',
+        b'{"action": "q", "user_id": "b o b"}',
+        b'{"action": "q", "user_id": 7}',
+        # A reporter's name that breaks the display-name rule.
+        b'{"action": "q", "user_id": "bob", "name": ""}',
+        b'{"action": "q", "user_id": "bob", "name": "\\u3164"}',
+        b'{"action": "q", "user_id": "bob", "name": "a\\u2028b"}',
+        b'{"action": "q", "user_id": "bob", "name": "e\\u0301\\u0301\\u0301\\u0301\\u0301\\u0301"}',
+        b'{"action": "q", "user_id": "bob", "name": "' + b"n" * 65 + b'"}',
+        b'{"action": "q", "user_id": "bob", "name": 5}',
     ],
 )
-def test_bodies_other_than_exactly_one_action_are_422(raw: bytes) -> None:
+def test_bodies_other_than_a_player_or_reporter_award_are_422(raw: bytes) -> None:
     assert status_of(validation.award_body, raw) == 422
 
 
-def test_action_body_yields_the_action() -> None:
-    assert validation.award_body(b'{"action": "quest_complete"}') == "quest_complete"
+def test_award_bodies_yield_the_action_ticket_user_and_name() -> None:
+    ticket = "0123456789abcdef" * 2
+    assert validation.award_body(b'{"action": "quest_complete"}') == AwardBody("quest_complete")
+    with_ticket = b'{"action": "quest_complete", "ticket": "%s"}' % ticket.encode()
+    assert validation.award_body(with_ticket) == AwardBody("quest_complete", ticket)
+    reported = b'{"action": "match_win", "user_id": "bob", "name": " Bob "}'
+    assert validation.award_body(reported) == AwardBody("match_win", None, "bob", "Bob")
+    unnamed = b'{"action": "match_win", "user_id": "bob"}'
+    assert validation.award_body(unnamed) == AwardBody("match_win", None, "bob", None)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{}", b'{"action": "q", "ticket": "x"}', b'{"action": 1}', b"[]", b'{"action": ""}']
+)
+def test_start_bodies_other_than_exactly_one_action_are_422(raw: bytes) -> None:
+    assert status_of(validation.start_body, raw) == 422
+    assert validation.start_body(b'{"action": "quest_complete"}') == "quest_complete"
 
 
 def test_paging_defaults_and_bounds() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import orjson
@@ -18,8 +18,8 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.score_api import validation
-from services.score_api.actions import UnknownAction
+from services.score_api import policy, validation
+from services.score_api.actions import Action, UnknownAction
 from services.score_api.boardcache import BoardCache
 from services.score_api.follower import CacheInvalidator
 from services.score_api.jwks import KeySource
@@ -33,10 +33,12 @@ from services.score_api.metrics import (
 )
 from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
-from services.score_api.ratelimit import policy_header, ratelimit_header, retry_after_seconds
+from services.score_api.ratelimit import policy_header, ratelimit_header
+from services.score_api.refusals import refusal
 from services.score_api.requestid import MAX_USER_AGENT
 from services.score_api.settings import ApiSettings
-from services.score_api.store import AwardRequest, AwardResult, ScoreStore
+from services.score_api.store import AwardRequest, ScoreStore, TicketRequest
+from services.score_api.tickets import new_ticket_id, rfc3339
 from services.score_api.tokencache import TokenCache
 from services.score_api.tokens import (
     SCOPE_ADMIN,
@@ -97,7 +99,23 @@ class ScoreApi:
         self.redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         self.user_limits = settings.user_limits()
         self.ip_limits = settings.ip_limits()
-        self.policy = policy_header(self.user_limits + self.ip_limits)
+        self.reporter_limits = settings.reporter_limits()
+        self.budgets = settings.budgets()
+        self.budget_names = frozenset(b.name for b in self.budgets)
+        # Awards count requests and points per user; starting a ticket only requests.
+        self.award_limits = self.user_limits + self.budgets
+        self.policy = policy_header(self.award_limits + self.ip_limits)
+        self.reporter_policy = policy_header(self.award_limits + self.reporter_limits)
+        self.start_policy = policy_header(self.user_limits + self.ip_limits)
+        self.actions_body = orjson.dumps(
+            {
+                "actions": [
+                    {"action": name} | action.as_dict()
+                    for name, action in self.catalogue.actions.items()
+                ],
+                "player_writes": settings.player_writes,
+            }
+        )
         keys = BoardKeys(settings.redis_key_prefix, settings.board_id)
         self.store = ScoreStore(self.redis, keys, settings.idempotency_ttl_seconds, self.clock)
         self.board_cache = BoardCache(settings.api_board_cache_seconds)
@@ -107,7 +125,8 @@ class ScoreApi:
             self.follower = CacheInvalidator(settings.redis_url, keys, self.board_cache, timeout)
         self.health = Health(ready=self.ready_problems)
 
-    async def authenticate(self, request: Request, scope: str) -> Claims:
+    async def authenticate(self, request: Request, scope: str | None) -> Claims:
+        """The request's verified claims; with ``scope``, refused (403) unless granted."""
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
@@ -125,7 +144,8 @@ class ScoreApi:
                     self.use_public_keys()
                     claims = self.verifier.verify(token, now)
                 self.token_cache.put(token, claims)
-            claims.require(scope)
+            if scope is not None:
+                claims.require(scope)
         except TokenError as exc:
             raise Problem.from_token_error(exc) from None
         except ScopeError as exc:
@@ -142,30 +162,56 @@ class ScoreApi:
         self.verifier = self.verifier.with_public_keys(self.key_source.keys)
         self.token_cache.clear()
 
-    async def post_score(self, request: Request) -> Response:
-        claims = await self.authenticate(request, SCOPE_WRITE)
-        key = validation.idempotency_key(request.headers.get("idempotency-key"))
-        validation.content_type_is_json(request.headers.get("content-type"))
-        action_name = validation.award_body(await read_body(request))
+    def action(self, name: str) -> Action:
         try:
-            action = self.catalogue.get(action_name)
+            return self.catalogue.get(name)
         except UnknownAction:
             raise Problem(
-                422, "unknown-action", f"unknown action {action_name!r}", reason="unknown_action"
+                422, "unknown-action", f"unknown action {name!r}", reason="unknown_action"
             ) from None
+
+    async def post_score(self, request: Request) -> Response:
+        claims = await self.authenticate(request, None)
+        with scope_problems():
+            policy.may_write(claims)
+        key = validation.idempotency_key(request.headers.get("idempotency-key"))
+        validation.content_type_is_json(request.headers.get("content-type"))
+        body = validation.award_body(await read_body(request))
+        action = self.action(body.action)
+        with scope_problems():
+            writer = policy.authorise_award(
+                body, claims, action, player_writes=self.settings.player_writes
+            )
         ip = self.client_ip(request)
+        extras = audit_fields(request, claims)
+        if writer.reporter is None:
+            ip_limits, subject, limit_policy = (
+                self.ip_limits,
+                validation.limit_subject(ip, self.settings.ipv6_limit_prefix),
+                self.policy,
+            )
+        else:
+            # A game server serves many players from one address: it has its own limit.
+            extras[Field.REPORTER] = writer.reporter
+            ip_limits, subject, limit_policy = (
+                self.reporter_limits,
+                writer.reporter,
+                self.reporter_policy,
+            )
         award = AwardRequest(
-            user_id=claims.sub,
-            name=claims.name,
-            action=action_name,
+            user_id=writer.user_id,
+            name=writer.name,
+            action=body.action,
             points=action.points,
             cooldown_seconds=action.cooldown_seconds,
             idempotency_key=key,
             client_ip=ip,
-            user_limits=self.user_limits,
-            ip_limits=self.ip_limits,
-            extras=audit_fields(request, claims),
-            ip_subject=validation.limit_subject(ip, self.settings.ipv6_limit_prefix),
+            user_limits=self.award_limits,
+            ip_limits=ip_limits,
+            extras=extras,
+            ip_subject=subject,
+            max_per_day=action.max_per_day,
+            ticket=body.ticket or "",
         )
         try:
             result = await self.store.award(award)
@@ -180,22 +226,58 @@ class ScoreApi:
             result.status,
             extra={
                 "request_id": request.state.request_id,
-                "user_id": claims.sub,
-                "action": action_name,
+                "user_id": writer.user_id,
+                "action": body.action,
                 "event_id": result.event_id,
             },
         )
         if result.status in ("new", "duplicate"):
             (ACCEPTED if result.status == "new" else DUPLICATES).inc()
             response = json_response(result.as_dict())
-            if self.policy:
-                response.headers["RateLimit-Policy"] = self.policy
-            if result.limit:
-                response.headers["RateLimit"] = ratelimit_header(
-                    result.limit, result.remaining, result.reset_ms
-                )
+            limit_headers(response, limit_policy, result.limit, result.remaining, result.reset_ms)
             return response
-        raise refusal(result, self.policy)
+        raise refusal(result, limit_policy, self.budget_names)
+
+    async def start_action(self, request: Request) -> Response:
+        """Start a ticket-mode action: 201 with the ticket that its completion redeems."""
+        claims = await self.authenticate(request, SCOPE_WRITE)
+        validation.content_type_is_json(request.headers.get("content-type"))
+        name = validation.start_body(await read_body(request))
+        action = self.action(name)
+        with scope_problems():
+            policy.authorise_start(claims, action, player_writes=self.settings.player_writes)
+        ip = self.client_ip(request)
+        start = TicketRequest(
+            user_id=claims.sub,
+            action=name,
+            ticket=new_ticket_id(),
+            min_seconds=action.min_seconds,
+            max_seconds=action.max_seconds,
+            max_open=action.max_open,
+            user_limits=self.user_limits,
+            ip_limits=self.ip_limits,
+            ip_subject=validation.limit_subject(ip, self.settings.ipv6_limit_prefix),
+        )
+        try:
+            result = await self.store.start(start)
+        except RedisError:
+            raise redis_unavailable() from None
+        if result.status != "new":
+            raise refusal(result, self.start_policy)
+        response = json_response(
+            {
+                "ticket": result.ticket,
+                "action": name,
+                "not_before": rfc3339(result.not_before_ms),
+                "expires_at": rfc3339(result.expires_ms),
+            },
+            status=201,
+        )
+        limit_headers(response, self.start_policy, result.limit, result.remaining, result.reset_ms)
+        return response
+
+    async def list_actions(self, request: Request) -> Response:
+        return EncodedJson(self.actions_body)
 
     async def ban(self, request: Request) -> Response:
         return await self._moderate(request, "ban")
@@ -268,7 +350,12 @@ class ScoreApi:
 
     async def page_config(self, request: Request) -> Response:
         # "" lets the page use ws(s)://<its own host>:8001/ws/score.
-        return json_response({"gateway_url": self.settings.api_gateway_url})
+        return json_response(
+            {
+                "gateway_url": self.settings.api_gateway_url,
+                "player_writes": self.settings.player_writes,
+            }
+        )
 
 
 def audit_fields(request: Request, claims: Claims) -> dict[str, str]:
@@ -284,30 +371,23 @@ def audit_fields(request: Request, claims: Claims) -> dict[str, str]:
     return fields
 
 
-def refusal(result: AwardResult, policy: str) -> Problem:
-    """The problem for an award the script refused."""
-    if result.status in ("limited", "cooldown"):
-        retry = str(retry_after_seconds(result.wait_ms))
-        headers = {"Retry-After": retry}
-        if result.status == "limited":
-            headers["RateLimit-Policy"] = policy
-            headers["RateLimit"] = ratelimit_header(result.limit, 0, result.wait_ms)
-            detail = f"rate limit {result.limit!r} exceeded; retry in {retry} s"
-            return Problem(
-                429, "rate-limited", detail, headers=headers, reason=f"rate_{result.limit}"
-            )
-        detail = f"{result.limit!r} is cooling down for this user; retry in {retry} s"
-        return Problem(429, "cooldown", detail, headers=headers, reason="cooldown")
-    if result.status == "banned":
-        return Problem(403, "banned", "this user may not score", reason="banned")
-    if result.status == "conflict":
-        return Problem(
-            422,
-            "idempotency-conflict",
-            "this Idempotency-Key was already used for another action",
-            reason="idempotency_conflict",
-        )
-    return Problem(422, "score-overflow", "the score would exceed its maximum", reason="overflow")
+def limit_headers(
+    response: Response, limit_policy: str, name: str, remaining: int, reset_ms: int
+) -> None:
+    """``RateLimit-Policy`` and ``RateLimit`` (the tightest limit) on an accepted request."""
+    if limit_policy:
+        response.headers["RateLimit-Policy"] = limit_policy
+    if name:
+        response.headers["RateLimit"] = ratelimit_header(name, remaining, reset_ms)
+
+
+@contextmanager
+def scope_problems() -> Iterator[None]:
+    """A ``ScopeError`` raised inside is the 403 ``insufficient_scope`` problem."""
+    try:
+        yield
+    except ScopeError as exc:
+        raise Problem.from_scope_error(exc) from None
 
 
 async def read_body(request: Request) -> bytes:
@@ -367,6 +447,8 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
 
     routes = [
         Route("/api/score", api.post_score, methods=["POST"]),
+        Route("/api/actions", api.start_action, methods=["POST"]),
+        Route("/api/actions", api.list_actions, methods=["GET"]),
         Route("/api/score-board", api.score_board, methods=["GET"]),
         Route("/api/admin/users/{user_id}", api.ban, methods=["DELETE"]),
         Route("/api/admin/users/{user_id}/unban", api.unban, methods=["POST"]),

@@ -6,11 +6,14 @@ that every route of the app is described here.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
+from services.score_api.actions import MODES, Action
 from services.score_api.settings import ApiSettings
+from services.score_api.tokens import MAX_NAME_CHARS
 from services.score_api.validation import MAX_AROUND, MAX_LIMIT, MAX_OFFSET
-from shared.formats import API_EVENT_ID, IDEMPOTENCY_KEY, USER_ID, Pattern
+from shared.formats import API_EVENT_ID, IDEMPOTENCY_KEY, TICKET, USER_ID, Pattern
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 
@@ -20,6 +23,7 @@ def _string(pattern: Pattern) -> dict[str, str]:
 
 
 USER_ID_SCHEMA = _string(USER_ID)
+ACTION_FIELDS = ("action", *(f.name for f in fields(Action)))
 
 
 def _problems(*statuses: int) -> dict[str, Any]:
@@ -48,6 +52,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
         },
     }
     user_path = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID_SCHEMA}
+    action = {"type": "string", "enum": sorted(settings.actions)}
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -56,7 +61,10 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
             "/api/score": {
                 "post": {
                     "operationId": "postScore",
-                    "summary": "Award the points of one completed action to the token's user",
+                    "summary": (
+                        "Award the points of one completed action: to the token's user, or "
+                        "(a reporter's score:report token) to the user the body names"
+                    ),
                     "security": bearer,
                     "parameters": [
                         {
@@ -79,9 +87,26 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                             "description": "Accepted, or a replay",
                             "content": _json("AwardResult"),
                         },
-                        **_problems(400, 401, 403, 413, 415, 422, 429, 503),
+                        **_problems(400, 401, 403, 409, 413, 415, 422, 425, 429, 503),
                     },
                 }
+            },
+            "/api/actions": {
+                "get": {
+                    "operationId": "listActions",
+                    "summary": "The action catalogue: points and trust mode of each action",
+                    "responses": {"200": {"description": "Catalogue", "content": _json("Actions")}},
+                },
+                "post": {
+                    "operationId": "startAction",
+                    "summary": "Start a ticket-mode action: the ticket its completion redeems",
+                    "security": bearer,
+                    "requestBody": {"required": True, "content": _json("StartRequest")},
+                    "responses": {
+                        "201": {"description": "Started", "content": _json("Ticket")},
+                        **_problems(401, 403, 413, 415, 422, 429, 503),
+                    },
+                },
             },
             "/api/score-board": {
                 "get": {
@@ -211,10 +236,71 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
             },
             "schemas": {
                 "ScoreRequest": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["action"],
+                            "additionalProperties": False,
+                            "properties": {"action": action, "ticket": _string(TICKET)},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["action", "user_id"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "action": action,
+                                "user_id": USER_ID_SCHEMA,
+                                "name": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": MAX_NAME_CHARS,
+                                },
+                            },
+                        },
+                    ]
+                },
+                "StartRequest": {
                     "type": "object",
                     "required": ["action"],
                     "additionalProperties": False,
-                    "properties": {"action": {"type": "string", "enum": sorted(settings.actions)}},
+                    "properties": {"action": action},
+                },
+                "Ticket": {
+                    "type": "object",
+                    "required": ["ticket", "action", "not_before", "expires_at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "ticket": _string(TICKET),
+                        "action": {"type": "string"},
+                        "not_before": {"type": "string", "format": "date-time"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "Actions": {
+                    "type": "object",
+                    "required": ["actions", "player_writes"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "actions": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Action"},
+                        },
+                        "player_writes": {"type": "boolean"},
+                    },
+                },
+                "Action": {
+                    "type": "object",
+                    "required": [*ACTION_FIELDS],
+                    "additionalProperties": False,
+                    "properties": {
+                        "action": {"type": "string"},
+                        "mode": {"enum": list(MODES)},
+                        **{
+                            name: {"type": "integer", "minimum": 1 if name == "points" else 0}
+                            for name in ACTION_FIELDS
+                            if name not in ("action", "mode")
+                        },
+                    },
                 },
                 "AwardResult": {
                     "type": "object",
@@ -279,8 +365,11 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                 },
                 "PageConfig": {
                     "type": "object",
-                    "required": ["gateway_url"],
-                    "properties": {"gateway_url": {"type": "string"}},
+                    "required": ["gateway_url", "player_writes"],
+                    "properties": {
+                        "gateway_url": {"type": "string"},
+                        "player_writes": {"type": "boolean"},
+                    },
                 },
                 "Status": {
                     "type": "object",

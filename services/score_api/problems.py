@@ -29,6 +29,7 @@ class Problem(Exception):
         *,
         headers: dict[str, str] | None = None,
         reason: str | None = None,
+        extensions: dict[str, object] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -36,6 +37,8 @@ class Problem(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.reason = reason or slug
+        # RFC 9457 extension members, e.g. the budget a 429 names.
+        self.extensions = extensions or {}
 
     def __repr__(self) -> str:
         return f"Problem({self.status}, {self.slug!r}, {self.detail!r})"
@@ -67,7 +70,7 @@ class Problem(Exception):
         }
         if instance is not None:
             body["instance"] = instance
-        return orjson.dumps(body)
+        return orjson.dumps(self.extensions | body)
 
     def response(self, instance: str) -> Response:
         return Response(

@@ -1,11 +1,13 @@
 """Rate arithmetic (GCRA) and the RateLimit header fields; no I/O.
 
 A limit of ``quota`` requests per ``window`` is a generic cell rate algorithm: each request
-moves a theoretical arrival time (TAT) forward by ``window / quota``, and a request is
-refused while that would put the TAT more than one window ahead of now. It allows bursts of
-up to ``quota`` and then a steady ``quota`` per window, with one stored number per key.
-``award.lua`` runs the arithmetic inside Redis, atomically with the award (the tests hold it
-to a Python reference, ``tests/models.py``). This module describes the limits and formats
+moves a theoretical arrival time (TAT) forward by ``cost x window / quota``, and a request
+is refused while that would put the TAT more than one window ahead of now. It allows bursts
+of up to ``quota`` and then a steady ``quota`` per window, with one stored number per key;
+so in any span of ``t`` it grants at most ``quota x (1 + t / window)``. Request limits cost
+1; a points budget costs the award's points. ``lua/limits.lua`` runs the arithmetic inside
+Redis, atomically with the award (the tests hold it to a Python reference,
+``tests/models.py``). This module describes the limits and formats
 the headers (draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy`` and ``RateLimit``).
 """
 
@@ -17,9 +19,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Limit:
+    """``quota`` per ``window_ms``: requests, or points when ``counts_points`` (a budget:
+    each award costs its points)."""
+
     name: str
     quota: int
     window_ms: int
+    counts_points: bool = False
 
     def __post_init__(self) -> None:
         # The interval is window / quota in whole microseconds: it must be at least one, or
@@ -40,6 +46,9 @@ class Limit:
     def interval_us(self) -> int:
         # Integer microseconds, so Lua (doubles) and Python compute bit-identical results.
         return self.window_us // self.quota
+
+    def cost(self, points: int) -> int:
+        return points if self.counts_points else 1
 
     def policy(self) -> str:
         return f'"{self.name}";q={self.quota};w={math.ceil(self.window_ms / 1000)}'

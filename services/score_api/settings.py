@@ -90,7 +90,17 @@ class ApiSettings(TokenSettings):
     # Abuse limits, shared by all API replicas through Redis; 0 disables one.
     rate_limit_user_per_second: int = Field(default=5, ge=0)
     rate_limit_user_per_minute: int = Field(default=120, ge=0)
+    rate_limit_user_per_hour: int = Field(default=1800, ge=0)
     rate_limit_ip_per_second: int = Field(default=50, ge=0)
+    # A reporter (game server) counts against its own limit instead of its address's.
+    rate_limit_reporter_per_second: int = Field(default=500, ge=0)
+    # Points budgets per user, shared by all replicas (GCRA with cost = points; 0 disables).
+    points_per_user_per_hour: int = Field(default=1000, ge=0)
+    points_per_user_per_day: int = Field(default=5000, ge=0)
+    # false: only trusted reporters (score:report tokens) may award points (PlayFab's default).
+    player_writes: bool = True
+    # Production refuses a client action with neither a cooldown nor a daily cap unless true.
+    allow_unbounded_client_actions: bool = False
     # WebSocket URL the live page connects to; "" means ws(s)://<page host>:8001/ws/score.
     api_gateway_url: str = ""
     # What one client may hold before its request reaches the app (services.score_api.httplimits).
@@ -103,6 +113,21 @@ class ApiSettings(TokenSettings):
         # Each limit checks its own arithmetic: a bad one stops the start, with its name.
         self.user_limits()
         self.ip_limits()
+        self.reporter_limits()
+        catalogue = self.catalogue()
+        for budget in self.budgets():
+            if budget.quota < catalogue.max_points():
+                raise ValueError(
+                    f"{budget.name} ({budget.quota}) is below the largest action's points "
+                    f"({catalogue.max_points()}): that action could never be awarded"
+                )
+        unbounded = catalogue.unbounded()
+        if self.is_production and unbounded and not self.allow_unbounded_client_actions:
+            raise ValueError(
+                f"client actions with neither cooldown_seconds nor max_per_day: {unbounded}; "
+                "a player's token could repeat them as fast as the rate limits allow. Give "
+                "them a mode, a cooldown or a daily cap, or set ALLOW_UNBOUNDED_CLIENT_ACTIONS"
+            )
         return self
 
     @field_validator("actions")
@@ -118,8 +143,21 @@ class ApiSettings(TokenSettings):
         limits = [
             ("user-second", self.rate_limit_user_per_second, 1000),
             ("user-minute", self.rate_limit_user_per_minute, 60_000),
+            ("user-hour", self.rate_limit_user_per_hour, 3_600_000),
         ]
         return [Limit(name, quota, window) for name, quota, window in limits if quota > 0]
+
+    def budgets(self) -> list[Limit]:
+        """Points per user per rolling hour and day: each award costs its points."""
+        limits = [
+            ("points-hour", self.points_per_user_per_hour, 3_600_000),
+            ("points-day", self.points_per_user_per_day, 86_400_000),
+        ]
+        return [Limit(name, quota, window, True) for name, quota, window in limits if quota > 0]
+
+    def reporter_limits(self) -> list[Limit]:
+        quota = self.rate_limit_reporter_per_second
+        return [Limit("reporter-second", quota, 1000)] if quota > 0 else []
 
     def ip_limits(self) -> list[Limit]:
         limits = [("ip-second", self.rate_limit_ip_per_second, 1000)]

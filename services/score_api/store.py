@@ -20,9 +20,12 @@ from shared.clock import SYSTEM, Clock, ms
 from shared.keys import BoardKeys
 from shared.redisconn import RedisClient, lua, text
 
-_AWARD = lua("services.score_api", "award")
+_AWARD = lua("services.score_api", "award", "limits")
+_TICKET = lua("services.score_api", "ticket", "limits")
 _RANK = lua("services.score_api", "rank")
 _BAN = lua("services.score_api", "ban")
+# Every script this store runs, as loaded (readiness reloads them after a Redis restart).
+SCRIPTS = (_AWARD, _RANK, _BAN, _TICKET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +33,9 @@ class AwardResult:
     """What the award script decided.
 
     ``status``: new | duplicate | conflict (the stored result of the key) | limited |
-    cooldown (``limit`` names what refused, ``wait_ms`` how long until allowed) | banned |
-    overflow. For ``new``, ``limit``/``remaining``/``reset_ms`` describe the tightest limit.
+    cooldown | daily-cap (``limit`` names what refused, ``wait_ms`` how long until allowed) |
+    too-early (``wait_ms``) | ticket-invalid | ticket-used | banned | overflow. For ``new``,
+    ``limit``/``remaining``/``reset_ms`` describe the tightest limit.
     """
 
     status: str
@@ -63,7 +67,7 @@ class AwardResult:
 @dataclass(frozen=True, slots=True)
 class AwardRequest:
     user_id: str
-    name: str
+    name: str  # "" keeps the user's stored name (a reporter that names no one)
     action: str
     points: int
     cooldown_seconds: int
@@ -72,9 +76,40 @@ class AwardRequest:
     user_limits: list[Limit]
     ip_limits: list[Limit]
     extras: dict[str, str]
-    # What the address limits count the caller under (shared.netaddr.limit_subject); None:
-    # client_ip itself. The event keeps client_ip whole, for the audit.
+    # What the address limits count the caller under (shared.netaddr.limit_subject, or the
+    # reporter); None: client_ip itself. The event keeps client_ip whole, for the audit.
     ip_subject: str | None = None
+    max_per_day: int = 0
+    ticket: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRequest:
+    user_id: str
+    action: str
+    ticket: str
+    min_seconds: int
+    max_seconds: int
+    max_open: int
+    user_limits: list[Limit]
+    ip_limits: list[Limit]
+    ip_subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketResult:
+    """``status`` new (``not_before_ms``, ``expires_ms``, how many older tickets were
+    ``cancelled``, the tightest limit) | limited (``limit``, ``wait_ms``) | banned."""
+
+    status: str
+    ticket: str = ""
+    not_before_ms: int = 0
+    expires_ms: int = 0
+    cancelled: int = 0
+    limit: str = ""
+    remaining: int = 0
+    reset_ms: int = 0
+    wait_ms: int = 0
 
 
 def new_event_id(now_ms: int) -> str:
@@ -97,6 +132,7 @@ class ScoreStore:
         )
         self._rank = redis.register_script(_RANK)
         self._ban = redis.register_script(_BAN)
+        self._ticket = redis.register_script(_TICKET)
 
     async def award(self, req: AwardRequest, now_ms: int | None = None) -> AwardResult:
         """Run the award script at Redis's time, or at ``now_ms`` (tests replaying a timeline)."""
@@ -110,6 +146,9 @@ class ScoreStore:
             k.idempotency(req.user_id, req.idempotency_key),
             k.banned,
             k.cooldown(req.user_id, req.action),
+            k.daily(req.user_id, req.action),
+            k.ticket(req.ticket),
+            k.open_tickets(req.user_id, req.action),
         ]
         args: list[str | int] = [
             req.user_id,
@@ -122,15 +161,15 @@ class ScoreStore:
             req.client_ip,
             self._ttl,
             req.cooldown_seconds * 1000,
+            req.max_per_day,
+            req.ticket,
             len(req.ip_limits),
             len(req.user_limits),
         ]
         # Address limits first: the script counts replays against them too.
         ip_subject = req.ip_subject or req.client_ip
-        for limits, subject in ((req.ip_limits, ip_subject), (req.user_limits, req.user_id)):
-            for limit in limits:
-                keys.append(k.rate(limit.name, subject))
-                args += [limit.name, limit.quota, limit.window_ms]
+        self._limits(keys, args, req.points, req.ip_limits, ip_subject)
+        self._limits(keys, args, req.points, req.user_limits, req.user_id)
         for field, value in req.extras.items():
             args += [field, value]
         if self._award_pipeline is not None:
@@ -139,6 +178,54 @@ class ScoreStore:
             raw = await self._award(keys=keys, args=args)
         reply = [text(v) for v in raw]
         return _result(req.user_id, reply)
+
+    async def start(self, req: TicketRequest, now_ms: int | None = None) -> TicketResult:
+        """Issue a ticket for an action the user starts (ticket.lua), at Redis's time."""
+        k = self.keys
+        keys = [k.open_tickets(req.user_id, req.action), k.ticket(req.ticket), k.banned]
+        args: list[str | int] = [
+            req.user_id,
+            req.action,
+            req.ticket,
+            req.min_seconds * 1000,
+            req.max_seconds * 1000,
+            req.max_open,
+            "" if now_ms is None else now_ms,
+            len(req.ip_limits),
+            len(req.user_limits),
+        ]
+        self._limits(keys, args, 0, req.ip_limits, req.ip_subject)
+        self._limits(keys, args, 0, req.user_limits, req.user_id)
+        reply = [text(v) for v in await self._ticket(keys=keys, args=args)]
+        status = reply[0]
+        if status == "new":
+            ticket, not_before, expires, cancelled, limit, remaining, reset = reply[1:8]
+            return TicketResult(
+                status,
+                ticket,
+                int(not_before),
+                int(expires),
+                int(cancelled),
+                limit,
+                int(remaining),
+                int(reset),
+            )
+        if status == "limited":
+            return TicketResult(status, limit=reply[1], wait_ms=int(reply[2]))
+        return TicketResult(status)
+
+    def _limits(
+        self,
+        keys: list[str],
+        args: list[str | int],
+        points: int,
+        limits: list[Limit],
+        subject: str,
+    ) -> None:
+        """Append one key and (name, quota, window_ms, cost) per limit of one subject."""
+        for limit in limits:
+            keys.append(self.keys.rate(limit.name, subject))
+            args += [limit.name, limit.quota, limit.window_ms, limit.cost(points)]
 
     async def moderate(
         self, op: str, user_id: str, client_ip: str, extras: dict[str, str]
@@ -168,10 +255,11 @@ class ScoreStore:
 
     async def ready(self) -> bool:
         """Redis answers and the scripts are cached there (loading them if it restarted)."""
-        shas = [str(self._award.sha), str(self._rank.sha), str(self._ban.sha), self.reader.sha]
+        scripts = (self._award, self._rank, self._ban, self._ticket)
+        shas = [*(str(script.sha) for script in scripts), self.reader.sha]
         present = await self.redis.script_exists(*shas)
         if not all(present):
-            for script in (_AWARD, _RANK, _BAN, self.reader.lua_text):
+            for script in (*SCRIPTS, self.reader.lua_text):
                 await self.redis.script_load(script)
         return True
 
@@ -194,6 +282,8 @@ def _result(user_id: str, reply: list[str]) -> AwardResult:
             int(remaining),
             int(reset),
         )
-    if status in ("limited", "cooldown"):
+    if status in ("limited", "cooldown", "daily-cap"):
         return AwardResult(status, user_id, limit=reply[1], wait_ms=int(reply[2]))
+    if status == "too-early":
+        return AwardResult(status, user_id, wait_ms=int(reply[1]))
     return AwardResult(status, user_id)

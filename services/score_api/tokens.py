@@ -48,6 +48,8 @@ MAX_JTI_CHARS = 128
 MAX_ISS_CHARS = 256
 SCOPE_WRITE = "score:write"
 SCOPE_ADMIN = "score:admin"
+# A game server's client-credentials token: it may award actions to the users it names.
+SCOPE_REPORT = "score:report"
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _CRYPTO_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -282,8 +284,9 @@ def check_claims(claims: dict[str, Any], rules: TokenVerifier, now: float) -> Cl
     )
 
 
-def display_name(value: object, default: str) -> str:
-    """The name the board shows; the subject when the claim is absent.
+def display_name(value: object, default: str, what: str = "the token's name") -> str:
+    """The name the board shows; the subject when the claim is absent. ``what`` names the
+    value in errors (a reporter's ``name`` field follows the same rule).
 
     NFC-normalised; no control, format, private-use, unassigned, line- or paragraph-separator
     character; surrounding spaces trimmed; then 1..64 characters, at least one of them visible
@@ -293,23 +296,23 @@ def display_name(value: object, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise TokenError("name", "the token's name claim is invalid")
+        raise TokenError("name", f"{what} is invalid")
     name = unicodedata.normalize("NFC", value)
     categories = [unicodedata.category(ch) for ch in name]
     if any(c[0] == "C" or c in ("Zl", "Zp") for c in categories):
-        raise TokenError("name", "the token's name contains control or separator characters")
+        raise TokenError("name", f"{what} contains control or separator characters")
     trimmed = name.strip()
     if not 1 <= len(trimmed) <= MAX_NAME_CHARS:
-        raise TokenError("name", f"the token's name must be 1..{MAX_NAME_CHARS} characters")
+        raise TokenError("name", f"{what} must be 1..{MAX_NAME_CHARS} characters")
     if not any(
         unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_CHARACTERS for ch in trimmed
     ):
-        raise TokenError("name", "the token's name is invisible")
+        raise TokenError("name", f"{what} is invisible")
     run = 0
     for category in categories:
         run = run + 1 if category[0] == "M" else 0
         if run > MAX_MARK_RUN:
-            raise TokenError("name", "the token's name stacks too many combining marks")
+            raise TokenError("name", f"{what} stacks too many combining marks")
     return trimmed
 
 

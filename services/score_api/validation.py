@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
 from services.score_api.problems import Problem
-from shared.formats import IDEMPOTENCY_KEY, USER_ID
+from services.score_api.tokens import TokenError, display_name
+from shared.formats import IDEMPOTENCY_KEY, TICKET, USER_ID
 from shared.netaddr import Network as Network
 from shared.netaddr import client_ip as client_ip
 from shared.netaddr import limit_subject as limit_subject
@@ -54,22 +56,84 @@ def too_large() -> Problem:
     )
 
 
-def award_body(raw: bytes) -> str:
-    """The action named by ``{"action": "..."}``; anything else is refused with 422."""
+@dataclass(frozen=True, slots=True)
+class AwardBody:
+    """``{"action", "ticket"?}`` from a player, ``{"action", "user_id", "name"?}`` from a
+    trusted reporter (``user_id`` set)."""
+
+    action: str
+    ticket: str | None = None
+    user_id: str | None = None
+    name: str | None = None
+
+
+PLAYER_FIELDS = frozenset({"action", "ticket"})
+REPORTER_FIELDS = frozenset({"action", "user_id", "name"})
+
+
+def award_body(raw: bytes) -> AwardBody:
+    """The award a body asks for; anything else is refused with 422."""
+    body = _json_object(raw)
+    fields = set(body)
+    player = fields <= PLAYER_FIELDS
+    reporter = "user_id" in fields and fields <= REPORTER_FIELDS
+    if "action" not in fields or not (player or reporter):
+        raise Problem(
+            422,
+            "invalid-body",
+            'the body must be {"action", "ticket"?} or, from a reporter, '
+            '{"action", "user_id", "name"?}',
+            reason="body",
+        )
+    ticket = body.get("ticket")
+    if "ticket" in body and not (isinstance(ticket, str) and TICKET.matches(ticket)):
+        raise Problem(422, "ticket-invalid", "the ticket is not valid", reason="ticket_invalid")
+    user = body.get("user_id")
+    if reporter and not (isinstance(user, str) and USER_ID.matches(user)):
+        raise _invalid_body(f"user_id must be {USER_ID.describe()}")
+    name = body.get("name")
+    if "name" in body:
+        try:
+            name = display_name(name, "", what="name") if name is not None else ""
+        except TokenError as exc:
+            raise _invalid_body(exc.detail) from None
+        if not name:
+            raise _invalid_body("name must be a string")
+    return AwardBody(
+        action_name(body),
+        ticket if isinstance(ticket, str) else None,
+        user if isinstance(user, str) else None,
+        name if isinstance(name, str) else None,
+    )
+
+
+def start_body(raw: bytes) -> str:
+    """The action named by ``{"action": "..."}`` (starting a ticket)."""
+    body = _json_object(raw)
+    if set(body) != {"action"}:
+        raise _invalid_body('the body must be exactly {"action": "<action>"}')
+    return action_name(body)
+
+
+def action_name(body: Mapping[str, object]) -> str:
+    action = body["action"]
+    if not isinstance(action, str) or not 1 <= len(action) <= 64:
+        raise _invalid_body("action must be a string of 1..64 characters")
+    return action
+
+
+def _json_object(raw: bytes) -> dict[str, object]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise Problem(422, "invalid-body", "the body is not valid JSON", reason="body") from None
-    if not isinstance(body, dict) or set(body) != {"action"}:
-        raise Problem(
-            422, "invalid-body", 'the body must be exactly {"action": "<action>"}', reason="body"
-        )
-    action = body["action"]
-    if not isinstance(action, str) or not 1 <= len(action) <= 64:
-        raise Problem(
-            422, "invalid-body", "action must be a string of 1..64 characters", reason="body"
-        )
-    return action
+        raise _invalid_body("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _invalid_body("the body must be a JSON object")
+    return body
+
+
+def _invalid_body(detail: str) -> Problem:
+    return Problem(422, "invalid-body", detail, reason="body")
 
 
 def bounded_int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -1,71 +1,38 @@
--- Award points for one action, atomically: address limits, idempotency, ban, user limits,
--- cooldown, score, tie-break, name and stream event. Nothing is written unless the request is
--- answered (a new award or a replay); a refusal consumes nothing.
--- KEYS: board, members, names, seq, stream, idempotency, banned, cooldown, then one rate key
---       per limit (address limits first)
--- ARGV: 1 user_id, 2 name, 3 action, 4 points, 5 event_id, 6 idempotency_key,
---       7 now_ms ('' = Redis TIME, the clock every replica shares), 8 client_ip,
---       9 idempotency_ttl_s, 10 cooldown_ms, 11 address limits A, 12 user limits U,
---       then (A + U) x (name, quota, window_ms), then optional extra event field/value pairs.
+-- Award points for one action, atomically: address limits, idempotency, ban, ticket, user
+-- limits and points budgets, cooldown, daily cap, score, tie-break, name and stream event.
+-- Nothing is written unless the request is answered (a new award or a replay); a refusal
+-- consumes nothing, and a ticket refused as too early stays usable.
+-- KEYS: 1 board, 2 members, 3 names, 4 seq, 5 stream, 6 idempotency, 7 banned, 8 cooldown,
+--       9 daily count, 10 ticket, 11 open tickets, then one key per limit (address first)
+-- ARGV: 1 user_id, 2 name ('' = keep the stored one), 3 action, 4 points, 5 event_id,
+--       6 idempotency_key, 7 now_ms ('' = Redis TIME), 8 client_ip, 9 idempotency_ttl_s,
+--       10 cooldown_ms, 11 max_per_day (0 = no cap), 12 ticket ('' = none),
+--       13 address limits A, 14 user limits U, then (A + U) x (name, quota, window_ms, cost),
+--       then extra event field/value pairs.
 -- Returns one of
 --   {'new'|'duplicate'|'conflict', action, awarded, score, rank, event_id, name,
 --    tightest_limit, remaining, reset_ms}  (limit fields only for 'new')
---   {'limited', limit_name, wait_ms} | {'cooldown', action, wait_ms} | {'banned'}
---   {'overflow'}
--- GCRA arithmetic: tests/models.py holds the reference it is tested against.
+--   {'limited', limit_name, wait_ms} | {'cooldown', action, wait_ms} |
+--   {'daily-cap', action, wait_ms} | {'banned'} | {'overflow'} |
+--   {'ticket-invalid'} | {'ticket-used'} | {'too-early', wait_ms}
 local board, members, names, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stream, idem, banned, cooldown = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local user, name, action = ARGV[1], ARGV[2], ARGV[3]
-local now_ms
-if ARGV[7] ~= '' then
-  now_ms = tonumber(ARGV[7])
-else
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local now_s = string.format('%d', now_ms)
-local now = now_ms * 1000  -- limits work in integer microseconds
-local n_ip, n_user = tonumber(ARGV[11]), tonumber(ARGV[12])
-
-local new_tats = {}
-local tight_name, tight_remaining, tight_reset = '', -1, 0
--- Decide limit i without writing it; nil and a refusal when it would be exceeded.
-local function check(i)
-  local lname = ARGV[10 + 3 * i]
-  local quota = tonumber(ARGV[11 + 3 * i])
-  local window = tonumber(ARGV[12 + 3 * i]) * 1000
-  local interval = math.floor(window / quota)
-  local tat = tonumber(redis.call('GET', KEYS[8 + i]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - window
-  if now < allow_at then
-    return {'limited', lname, string.format('%d', math.ceil((allow_at - now) / 1000))}
-  end
-  new_tats[i] = new_tat
-  local remaining = math.floor((window - (new_tat - now)) / interval)
-  if tight_remaining < 0 or remaining < tight_remaining then
-    tight_name, tight_remaining, tight_reset = lname, remaining, new_tat - now
-  end
-  return nil
-end
-local function consume(first, last)
-  for i = first, last do
-    local ttl = math.ceil((new_tats[i] - now) / 1000)
-    redis.call('SET', KEYS[8 + i], string.format('%d', new_tats[i]), 'PX', ttl)
-  end
-end
+local daily, ticket_key, open_tickets = KEYS[9], KEYS[10], KEYS[11]
+local user, name, action, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[12]
+local now_ms = clock_ms(ARGV[7])
+local n_ip, n_user = tonumber(ARGV[13]), tonumber(ARGV[14])
+LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 14, now_ms * 1000
 
 -- Every request counts against its address, replays included: replaying one key must not
 -- be a way to hammer Redis.
 for i = 1, n_ip do
-  local refused = check(i)
+  local refused = limit_check(i)
   if refused then return refused end
 end
 
 local prior = redis.call('HMGET', idem, 'action', 'awarded', 'score', 'rank', 'event_id', 'name')
 if prior[1] then
-  consume(1, n_ip)
+  limit_consume(1, n_ip)
   local status = 'duplicate'
   if prior[1] ~= action then status = 'conflict' end
   return {status, prior[1], prior[2], prior[3], prior[4], prior[5], prior[6]}
@@ -73,8 +40,25 @@ end
 
 if redis.call('HEXISTS', banned, user) == 1 then return {'banned'} end
 
+-- The ticket: this user's, for this action, unexpired, not redeemed, not cancelled (still in
+-- the open set), and old enough (services.score_api.tickets holds the model of these rules).
+local started
+if ticket ~= '' then
+  local t = redis.call('HMGET', ticket_key, 'user', 'action', 'started', 'not_before',
+    'expires', 'state')
+  if t[1] ~= user or t[2] ~= action or now_ms >= tonumber(t[5]) then
+    return {'ticket-invalid'}
+  end
+  if t[6] ~= TICKET_STATE.open then return {'ticket-used'} end
+  if not redis.call('ZSCORE', open_tickets, ticket) then return {'ticket-invalid'} end
+  if now_ms < tonumber(t[4]) then
+    return {'too-early', string.format('%d', tonumber(t[4]) - now_ms)}
+  end
+  started = tonumber(t[3])
+end
+
 for i = n_ip + 1, n_ip + n_user do
-  local refused = check(i)
+  local refused = limit_check(i)
   if refused then return refused end
 end
 
@@ -82,6 +66,23 @@ local cooldown_ms = tonumber(ARGV[10])
 if cooldown_ms > 0 then
   local left = redis.call('PTTL', cooldown)
   if left > 0 then return {'cooldown', action, string.format('%d', left)} end
+end
+
+-- The daily cap counts completions per UTC day: '<day number>:<count>', gone at midnight.
+local max_per_day = tonumber(ARGV[11])
+local day = math.floor(now_ms / 86400000)
+local done_today = 0
+if max_per_day > 0 then
+  local stored = redis.call('GET', daily)
+  if stored then
+    local sep = string.find(stored, ':', 1, true)
+    if tonumber(string.sub(stored, 1, sep - 1)) == day then
+      done_today = tonumber(string.sub(stored, sep + 1))
+    end
+  end
+  if done_today >= max_per_day then
+    return {'daily-cap', action, string.format('%d', (day + 1) * 86400000 - now_ms)}
+  end
 end
 
 local points = tonumber(ARGV[4])
@@ -94,9 +95,14 @@ end
 score = score + points
 if score > MAX_SCORE then return {'overflow'} end
 
-consume(1, n_ip + n_user)
+limit_consume(1, n_ip + n_user)
 if cooldown_ms > 0 then redis.call('SET', cooldown, '1', 'PX', cooldown_ms) end
+if max_per_day > 0 then
+  redis.call('SET', daily, string.format('%d:%d', day, done_today + 1),
+    'PXAT', string.format('%d', (day + 1) * 86400000))
+end
 if old then redis.call('ZREM', board, old) end
+if name == '' then name = redis.call('HGET', names, user) or user end
 
 local seq = redis.call('INCR', seqkey)
 local member = string.format(MEMBER_FORMAT, seq) .. user
@@ -110,8 +116,17 @@ local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
 local fields = {FIELD.version, EVENT_VERSION, FIELD.type, TYPE.score, FIELD.event_id, ARGV[5],
   FIELD.user_id, user, FIELD.name, name, FIELD.action, action, FIELD.points, ARGV[4],
   FIELD.score, score_s, FIELD.seq, string.format('%d', seq),
-  FIELD.idempotency_key, ARGV[6], FIELD.ts, now_s, FIELD.client_ip, ARGV[8]}
-for i = 13 + 3 * (n_ip + n_user), #ARGV, 2 do
+  FIELD.idempotency_key, ARGV[6], FIELD.ts, string.format('%d', now_ms),
+  FIELD.client_ip, ARGV[8]}
+if started then
+  redis.call('HSET', ticket_key, 'state', TICKET_STATE.redeemed)
+  redis.call('ZREM', open_tickets, ticket)
+  fields[#fields + 1] = FIELD.ticket
+  fields[#fields + 1] = ticket
+  fields[#fields + 1] = FIELD.duration_ms
+  fields[#fields + 1] = string.format('%d', now_ms - started)
+end
+for i = 15 + 4 * (n_ip + n_user), #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
@@ -120,6 +135,6 @@ redis.call('XADD', stream, '*', unpack(fields))
 redis.call('HSET', idem, 'action', action, 'awarded', ARGV[4], 'score', score_s, 'rank', rank_s,
   'event_id', ARGV[5], 'name', name)
 redis.call('EXPIRE', idem, ARGV[9])
-return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name, tight_name,
-  string.format('%d', math.max(tight_remaining, 0)),
-  string.format('%d', math.ceil(tight_reset / 1000))}
+local tight_name, tight_remaining, tight_reset = limit_tightest()
+return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name, tight_name, tight_remaining,
+  tight_reset}
