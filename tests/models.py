@@ -1,6 +1,8 @@
 """Reference models the tests hold the real code to; no service imports them.
 
-``gcra`` is the rate arithmetic ``award.lua`` runs inside Redis; ``ranking_key`` is the order
+``gcra`` is the rate arithmetic ``limits.lua`` runs inside Redis (``cost`` 1 for a request,
+the points for a budget); ``TicketBook`` the ticket rules of ``ticket.lua`` and ``award.lua``
+(services.score_api.tickets); ``ranking_key`` is the order
 Redis gives the board's sorted set; ``decode_message``, ``apply_diff`` and ``ClientView`` are a
 gateway client, following the rule the browser's ``app.js`` applies.
 """
@@ -27,15 +29,75 @@ class Decision:
     reset_ms: int  # allowed: until the limit is fully available again
 
 
-def gcra(limit: Limit, stored_tat_us: int | None, now_ms: int) -> Decision:
+def gcra(limit: Limit, stored_tat_us: int | None, now_ms: int, cost: int = 1) -> Decision:
     now = now_ms * 1000
     tat = max(stored_tat_us or now, now)
-    new_tat = tat + limit.interval_us
+    new_tat = tat + limit.interval_us * cost
     allow_at = new_tat - limit.window_us
     if now < allow_at:
         return Decision(False, tat, 0, _ceil_ms(allow_at - now), 0)
     remaining = (limit.window_us - (new_tat - now)) // limit.interval_us
     return Decision(True, new_tat, remaining, 0, _ceil_ms(new_tat - now))
+
+
+def gcra_bound(limit: Limit, span_ms: int) -> int:
+    """The most units a GCRA limit grants in any span of ``span_ms``, from cold: the burst
+    (the quota) plus what the span earns (quota x span / window, in whole intervals)."""
+    return limit.quota + span_ms * 1000 // limit.interval_us
+
+
+@dataclass
+class ModelTicket:
+    user: str
+    action: str
+    started: int
+    not_before: int
+    expires: int
+    redeemed: bool = False
+
+
+@dataclass
+class TicketBook:
+    """The ticket rules, as plain Python: what each start and redeem must answer."""
+
+    tickets: dict[str, ModelTicket]
+    open: dict[tuple[str, str], list[str]]  # (user, action) -> open tickets, oldest first
+
+    @classmethod
+    def empty(cls) -> TicketBook:
+        return cls({}, {})
+
+    def start(self, ticket: str, user: str, action: str, now: int, spec: TicketSpec) -> int:
+        """Issue ``ticket``; returns how many older tickets it cancelled."""
+        # Expired tickets leave the open set first; then the oldest make room.
+        opened = [t for t in self.open.get((user, action), []) if self.tickets[t].expires > now]
+        cancelled = max(0, len(opened) - spec.max_open + 1)
+        opened = opened[cancelled:]
+        self.tickets[ticket] = ModelTicket(user, action, now, now + spec.min_ms, now + spec.max_ms)
+        self.open[(user, action)] = [*opened, ticket]
+        return cancelled
+
+    def redeem(self, ticket: str, user: str, action: str, now: int) -> str:
+        """'new' | 'ticket-invalid' | 'ticket-used' | 'too-early' (without other limits)."""
+        t = self.tickets.get(ticket)
+        if t is None or t.user != user or t.action != action or now >= t.expires:
+            return "ticket-invalid"
+        if t.redeemed:
+            return "ticket-used"
+        if ticket not in self.open.get((user, action), []):
+            return "ticket-invalid"  # cancelled
+        if now < t.not_before:
+            return "too-early"
+        t.redeemed = True
+        self.open[(user, action)].remove(ticket)
+        return "new"
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSpec:
+    min_ms: int
+    max_ms: int
+    max_open: int
 
 
 def _ceil_ms(us: int) -> int:
