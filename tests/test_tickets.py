@@ -107,7 +107,7 @@ async def snapshot(api: Api, client: redis.asyncio.Redis, ticket: str) -> object
     return (
         await board_state(client, api.keys),
         await stream_events(client, api.keys.stream),
-        await client.hgetall(api.keys.ticket(ticket)),  # type: ignore[misc]
+        await client.hgetall(api.keys.ticket(ticket)),
     )
 
 
