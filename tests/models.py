@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import orjson
 
 from services.broadcast_gateway.protocol import Board, Diff
+from services.score_api.actions import Action
 from services.score_api.ratelimit import Limit
+from services.score_api.settings import ApiSettings
 from shared.board import Entry
 from shared.formats import encode_member
 
@@ -41,9 +43,10 @@ def gcra(limit: Limit, stored_tat_us: int | None, now_ms: int, cost: int = 1) ->
 
 
 def gcra_bound(limit: Limit, span_ms: int) -> int:
-    """The most units a GCRA limit grants in any span of ``span_ms``, from cold: the burst
-    (the quota) plus what the span earns (quota x span / window, in whole intervals)."""
-    return limit.quota + span_ms * 1000 // limit.interval_us
+    """The most units a GCRA limit grants in a span of ``span_ms`` from cold: the TAT can
+    reach at most the span's end plus one window, one interval per unit (about the quota's
+    burst plus quota x span / window)."""
+    return (span_ms + limit.window_ms) * 1000 // limit.interval_us
 
 
 @dataclass
@@ -190,3 +193,50 @@ def _int(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ProtocolError("expected an integer")
     return value
+
+
+def completions_bound(action: Action, span_ms: int, days: int, cold: bool) -> int | None:
+    """The most completions of ``action`` one player's token can get in a span of
+    ``span_ms`` touching ``days`` UTC days; None when only the request limits bound it.
+    ``cold``: the span starts with no ticket open and no cooldown running."""
+    bounds = []
+    if action.mode == "server":
+        return 0
+    if action.mode == "ticket" and action.min_seconds:
+        # Each ticket is open at least min_seconds, at most max_open at once; from cold the
+        # first completes min_seconds in, otherwise one opened before may complete at once.
+        per = action.min_seconds * 1000
+        bounds.append(action.max_open * span_ms // per + (0 if cold else action.max_open))
+    if action.cooldown_seconds:
+        bounds.append(span_ms // (action.cooldown_seconds * 1000) + 1)
+    if action.max_per_day:
+        bounds.append(action.max_per_day * days)
+    return min(bounds) if bounds else None
+
+
+def farming_bound(settings: ApiSettings, span_ms: int, days: int, cold: bool = False) -> int:
+    """The most points one valid player token can gain in ``span_ms`` under ``settings``:
+    per action its completions, then the points budgets and the request limits over all."""
+    if not settings.player_writes:
+        return 0
+    catalogue = settings.catalogue()
+    per_action = 0
+    unbounded = False
+    for action in catalogue.actions.values():
+        count = completions_bound(action, span_ms, days, cold)
+        if count is None:
+            unbounded = True
+        else:
+            per_action += count * action.points
+    requests = [gcra_bound(limit, span_ms) for limit in settings.user_limits()]
+    budgets = [gcra_bound(limit, span_ms) for limit in settings.budgets()]
+    candidates = list(budgets)
+    if requests:
+        # Every award is one request (starting a ticket is another): the most points is
+        # the request bound times the largest action.
+        candidates.append(min(requests) * catalogue.max_points())
+    if not unbounded:
+        candidates.append(per_action)
+    if not candidates:
+        raise ValueError("nothing bounds a player's points under these settings")
+    return min(candidates)
