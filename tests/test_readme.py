@@ -30,6 +30,7 @@ from services.broadcast_gateway.settings import GatewaySettings
 from services.persister.settings import PersisterSettings
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
+from tests.models import farming_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -602,3 +603,19 @@ def test_no_test_the_readme_cites_as_proof_can_be_skipped() -> None:
         places = {f"{path}::{test}", path} | {s for s in sites if s.split("::")[-1] in needed}
         skippable += [f"{path}::{test} via {site}" for site in sorted(places & sites)]
     assert skippable == []
+
+
+def test_the_farming_bounds_the_readme_states_are_derived_from_the_defaults() -> None:
+    """The bold bounds (any minute, any 24 h) are tests.models.farming_bound's, under the
+    default settings; a change to the catalogue or the budgets must change the README."""
+    settings = ApiSettings()
+    minute = farming_bound(settings, 60_000, days=2)
+    day = farming_bound(settings, 86_400_000, days=2)
+    cold_minute = farming_bound(settings, 60_000, days=1, cold=True)
+    for pattern, derived in (
+        (r"(\d[\d,]*) points in any minute", minute),
+        (r"(\d[\d,]*) in any 24 h", day),
+        (r"\((\d[\d,]*) in\s+a first minute from cold\)", cold_minute),
+    ):
+        stated = {int(n.replace(",", "")) for n in re.findall(pattern, README)}
+        assert stated == {derived}, pattern
