@@ -146,24 +146,57 @@
     };
   }
 
-  async function gatewayUrl() {
+  async function loadConfig() {
     try {
       const response = await fetch("/config.json", { cache: "no-store" });
-      const config = await response.json();
-      if (config.gateway_url) return config.gateway_url;
+      if (response.ok) return await response.json();
     } catch {
-      // fall through to the default
+      // fall through to the defaults
     }
+    return {};
+  }
+
+  function gatewayUrl(config) {
+    if (config.gateway_url) return config.gateway_url;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${location.hostname}:8001/ws/score`;
   }
 
-  // The action panel
+  // The action panel. Each action of the catalogue (GET /api/actions) has a trust mode:
+  // "client" posts directly; "ticket" is started (POST /api/actions), then completed with the
+  // ticket once its not_before has passed; "server" only a game server may report.
+
+  const controls = $("controls");
+  const actionSelect = $("action");
+  const sendButton = $("submit");
+  const startButton = $("start");
+  const completeButton = $("complete");
+  const countdownEl = $("countdown");
+  const noteEl = $("mode-note");
+
+  const panel = {
+    actions: new Map(), // name -> the catalogue's entry
+    loaded: false,
+    playerWrites: true,
+    busy: false,
+    tickets: new Map(), // action name -> { ticket, key, readyAt, expiresAt } (performance.now)
+    holds: new Map(), // action name -> performance.now() before which it is not retried
+  };
+  let ticker = null;
+  // The local clock only measures intervals: performance.now() is monotonic and the server's
+  // times are never compared with this device's wall clock, which may be off by minutes.
+  const now = () => performance.now();
 
   function randomKey() {
+    if (crypto.randomUUID) return crypto.randomUUID(); // [0-9a-f-]{36}: a valid key
     const bytes = new Uint8Array(16);
     crypto.getRandomValues(bytes);
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function setText(el, text) {
+    // Unchanged text is left alone, so a live region announces only real changes.
+    if (el.textContent !== text) el.textContent = text;
   }
 
   function showResult(kind, text) {
@@ -172,43 +205,242 @@
     el.textContent = text;
   }
 
-  async function submit(event) {
-    event.preventDefault();
-    const token = $("token").value.trim().replace(/^Bearer\s+/i, "");
-    if (!token) {
-      showResult("error", "Paste a token first.");
-      return;
+  function duration(seconds) {
+    const s = Math.max(0, Math.ceil(seconds));
+    if (s < 120) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
+    const m = Math.floor((s % 3600) / 60);
+    return `${Math.floor(s / 3600)} h${m ? ` ${m} min` : ""}`;
+  }
+
+  function modeNote(action) {
+    if (action.mode === "server") {
+      return "Reported by the game server: it cannot be posted from this page.";
     }
-    const button = $("submit");
-    button.disabled = true;
-    showResult("pending", "Sending…");
-    try {
-      const response = await fetch("/api/score", {
-        method: "POST",
-        headers: {
-          Authorization: `Bearer ${token}`,
-          "Content-Type": "application/json",
-          "Idempotency-Key": randomKey(),
-        },
-        body: JSON.stringify({ action: $("action").value }),
-      });
-      const body = await response.json().catch(() => ({}));
-      if (response.ok) {
-        showResult(
-          "ok",
-          `+${body.awarded} for ${body.name}: score ${formatScore(body.score)}, rank ${body.rank}`,
-        );
+    if (action.mode === "ticket") {
+      const wait = action.min_seconds ? ` after ${duration(action.min_seconds)}` : "";
+      return `Start it, then complete it${wait} and within ${duration(action.max_seconds)}.`;
+    }
+    const limits = [];
+    if (action.max_per_day) limits.push(`at most ${action.max_per_day} a day`);
+    if (action.cooldown_seconds) limits.push(`${duration(action.cooldown_seconds)} apart`);
+    return `Posts directly${limits.length ? ` (${limits.join(", ")})` : ""}.`;
+  }
+
+  function selected() {
+    return panel.actions.get(actionSelect.value) || null;
+  }
+
+  function token() {
+    return $("token").value.trim().replace(/^Bearer\s+/i, "");
+  }
+
+  // Draws the panel from its state; called on every change and, while a ticket or a hold is
+  // pending, a few times a second for the countdown.
+  function renderPanel() {
+    const action = selected();
+    const writable = panel.loaded && panel.playerWrites;
+    $("writes-off").hidden = panel.playerWrites;
+    controls.disabled = !writable;
+    const mode = action ? action.mode : "client";
+    sendButton.hidden = mode === "ticket";
+    startButton.hidden = completeButton.hidden = mode !== "ticket";
+    if (panel.loaded) setText(noteEl, action ? modeNote(action) : "No actions are configured.");
+
+    const t = now();
+    let countdown = "";
+    let pending = false;
+    const hold = action ? panel.holds.get(action.action) : undefined;
+    const held = hold !== undefined && hold > t;
+    if (hold !== undefined && !held) panel.holds.delete(action.action);
+    const ticket = action ? panel.tickets.get(action.action) : undefined;
+    let ready = false;
+    if (ticket && mode === "ticket") {
+      if (t >= ticket.expiresAt) {
+        ticket.expired = true;
+        countdown = "The ticket expired: start the action again.";
+      } else if (t < ticket.readyAt) {
+        countdown = `Complete in ${duration((ticket.readyAt - t) / 1000)}`;
+        pending = true;
       } else {
-        const detail = body.detail || response.statusText || "request failed";
-        showResult("error", `${response.status}: ${detail}`);
+        countdown = held ? "" : "Ready: complete it now.";
+        ready = true;
+        pending = true; // until it expires
       }
-    } catch (err) {
-      showResult("error", `Network error: ${err.message}`);
-    } finally {
-      button.disabled = false;
+    }
+    if (held && !(ticket && !ticket.expired && t < ticket.readyAt)) {
+      countdown = `Try again in ${duration((hold - t) / 1000)}`;
+      pending = true;
+    }
+    setText(countdownEl, countdown);
+
+    const idle = writable && !panel.busy && action !== null;
+    sendButton.disabled = !idle || mode !== "client" || held;
+    startButton.disabled = !idle || held;
+    completeButton.disabled = !idle || held || !ready;
+
+    if (pending && ticker === null) ticker = setInterval(renderPanel, 250);
+    if (!pending && ticker !== null) {
+      clearInterval(ticker);
+      ticker = null;
     }
   }
 
-  $("act-form").addEventListener("submit", submit);
-  gatewayUrl().then(connect);
+  function problemSlug(body) {
+    const type = typeof body.type === "string" ? body.type : "";
+    return type.slice(Math.max(type.lastIndexOf(":"), type.lastIndexOf("/")) + 1);
+  }
+
+  // One request of the panel: the answer's body, or a shown error; ``answer`` is null then.
+  async function post(path, headers, payload, actionName) {
+    const bearer = token();
+    if (!bearer) {
+      showResult("error", "Paste a token first.");
+      return null;
+    }
+    panel.busy = true;
+    renderPanel();
+    showResult("pending", "Sending…");
+    try {
+      const response = await fetch(path, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/json", ...headers },
+        body: JSON.stringify(payload),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) return { response, body };
+      const slug = problemSlug(body);
+      const retry = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+      if (slug === "player-writes-off") panel.playerWrites = false;
+      if (Number.isFinite(retry) && retry > 0) {
+        // Waited out here, then retried only when the user asks again.
+        const until = now() + retry * 1000;
+        const ticket = panel.tickets.get(actionName);
+        if (slug === "too-early" && ticket) ticket.readyAt = Math.max(ticket.readyAt, until);
+        else panel.holds.set(actionName, until);
+      }
+      const detail = body.detail || response.statusText || "request failed";
+      showResult("error", `${response.status}: ${detail}`);
+      return { response, body, slug, failed: true };
+    } catch (err) {
+      showResult("error", `Network error: ${err.message}`);
+      return null;
+    } finally {
+      panel.busy = false;
+      renderPanel();
+    }
+  }
+
+  function showAward(body) {
+    showResult(
+      "ok",
+      `+${body.awarded} for ${body.name}: score ${formatScore(body.score)}, rank ${body.rank}`,
+    );
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const action = selected();
+    if (!action || action.mode !== "client" || sendButton.disabled) return;
+    const answer = await post(
+      "/api/score",
+      { "Idempotency-Key": randomKey() },
+      { action: action.action },
+      action.action,
+    );
+    if (answer && !answer.failed) showAward(answer.body);
+  }
+
+  async function start() {
+    const action = selected();
+    if (!action || action.mode !== "ticket") return;
+    const sent = now();
+    const answer = await post("/api/actions", {}, { action: action.action }, action.action);
+    if (!answer || answer.failed) return;
+    const received = now();
+    const { body } = answer;
+    const notBefore = Date.parse(body.not_before);
+    const expires = Date.parse(body.expires_at);
+    // Both times are on the server's clock; the ticket was issued at not_before - min_seconds
+    // on it, i.e. between sending and receiving here. Counting from the answer errs late.
+    let wait = action.min_seconds * 1000;
+    let life = action.max_seconds * 1000;
+    if (!(Number.isFinite(notBefore) && Number.isFinite(expires) && expires > notBefore)) {
+      showResult("error", "The server's ticket has no valid times.");
+      return;
+    }
+    if (Math.abs(expires - notBefore - (life - wait)) > 1000) {
+      // A catalogue changed since this page loaded: fall back to the local wall clock.
+      wait = notBefore - Date.now();
+      life = expires - Date.now();
+    }
+    panel.tickets.set(action.action, {
+      ticket: body.ticket,
+      key: randomKey(), // one per ticket: a retry after a lost answer gets the same award
+      readyAt: received + Math.max(0, wait),
+      expiresAt: sent + life,
+    });
+    showResult("ok", `Started ${action.action}.`);
+    renderPanel();
+  }
+
+  async function complete() {
+    const action = selected();
+    const ticket = action && panel.tickets.get(action.action);
+    if (!ticket || completeButton.disabled) return;
+    const answer = await post(
+      "/api/score",
+      { "Idempotency-Key": ticket.key },
+      { action: action.action, ticket: ticket.ticket },
+      action.action,
+    );
+    if (!answer) return;
+    if (!answer.failed) {
+      panel.tickets.delete(action.action);
+      showAward(answer.body);
+    } else if (answer.slug === "ticket-invalid" || answer.slug === "ticket-used") {
+      panel.tickets.delete(action.action);
+    }
+    renderPanel();
+  }
+
+  function fillActions(actions) {
+    actionSelect.replaceChildren();
+    panel.actions.clear();
+    for (const action of actions) {
+      panel.actions.set(action.action, action);
+      const option = document.createElement("option");
+      option.value = action.action;
+      option.textContent = `${action.action} (+${formatScore(action.points)}, ${action.mode})`;
+      option.dataset.mode = action.mode;
+      actionSelect.appendChild(option);
+    }
+  }
+
+  async function loadActions(delay = 2000) {
+    try {
+      const response = await fetch("/api/actions", { cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      fillActions(body.actions);
+      if (body.player_writes === false) panel.playerWrites = false;
+      panel.loaded = true;
+      renderPanel();
+    } catch (err) {
+      setText(noteEl, `Could not load the actions (${err.message}); retrying…`);
+      setTimeout(() => loadActions(Math.min(delay * 2, 60000)), delay);
+    }
+  }
+
+  $("act-form").addEventListener("submit", send);
+  startButton.addEventListener("click", start);
+  completeButton.addEventListener("click", complete);
+  actionSelect.addEventListener("change", renderPanel);
+
+  loadConfig().then((config) => {
+    if (config.player_writes === false) panel.playerWrites = false;
+    renderPanel();
+    connect(gatewayUrl(config));
+  });
+  loadActions();
 })();
