@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from services.score_api.settings import ApiSettings, TokenSettings
 from shared.settings import SharedSettings
@@ -108,3 +109,58 @@ def test_a_clock_offset_that_is_no_bounded_number_stops_the_start(
 def test_the_clock_offset_defaults_to_none_and_takes_a_bounded_shift() -> None:
     assert SharedSettings().clock_offset_seconds == 0.0
     assert SharedSettings(clock_offset_seconds=-120).clock_offset_seconds == -120.0
+
+
+PROOF_OF_ACTION_LIMITS = [
+    "RATE_LIMIT_USER_PER_HOUR",
+    "RATE_LIMIT_REPORTER_PER_SECOND",
+    "POINTS_PER_USER_PER_HOUR",
+    "POINTS_PER_USER_PER_DAY",
+]
+
+
+@pytest.mark.parametrize("name", PROOF_OF_ACTION_LIMITS)
+@pytest.mark.parametrize("value", ["-1", "1.5", "²", "\u0661\u0660\u0660\u0660", "", "1e3", "10" * 20, "nan"])
+def test_hostile_values_of_the_new_limits_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        ApiSettings()
+
+
+@pytest.mark.parametrize("name", ["PLAYER_WRITES", "ALLOW_UNBOUNDED_CLIENT_ACTIONS"])
+@pytest.mark.parametrize("value", ["maybe", "2", "", "tru", "yes please"])
+def test_hostile_values_of_the_trust_switches_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        ApiSettings()
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        '{"q": {"points": 10, "mode": "ticket", "max_open": 1000}}',
+        '{"q": {"points": 10, "mode": "server", "min_seconds": 5}}',
+        '{"q": {"points": 10, "max_per_day": -1}}',
+        '{"q": {"points": "10"}}',
+        '{"q|x": 10}',
+        '["quest"]',
+        '{"q": 10',
+    ],
+)
+def test_hostile_catalogues_stop_the_start(monkeypatch: pytest.MonkeyPatch, actions: str) -> None:
+    monkeypatch.setenv("ACTIONS", actions)
+    # Invalid JSON is pydantic-settings' SettingsError; everything else a ValidationError.
+    with pytest.raises((ValidationError, SettingsError)):
+        ApiSettings()
+
+
+def test_a_budget_beyond_its_window_in_microseconds_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POINTS_PER_USER_PER_DAY", str(86_400 * 10**6 + 1))
+    with pytest.raises(ValidationError, match="one per microsecond"):
+        ApiSettings()
