@@ -120,7 +120,9 @@ PROOF_OF_ACTION_LIMITS = [
 
 
 @pytest.mark.parametrize("name", PROOF_OF_ACTION_LIMITS)
-@pytest.mark.parametrize("value", ["-1", "1.5", "²", "\u0661\u0660\u0660\u0660", "", "1e3", "10" * 20, "nan"])
+@pytest.mark.parametrize(
+    "value", ["-1", "1.5", "²", "\u0661\u0660\u0660\u0660", "", "1e3", "10" * 20, "nan"]
+)
 def test_hostile_values_of_the_new_limits_stop_the_start(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
