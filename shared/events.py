@@ -4,7 +4,8 @@ Every accepted update appends one entry whose fields are all strings; their name
 ``shared.formats.Field`` (the scripts receive the same names as constants):
 
     v, type, event_id, user_id, name, action, points, score, seq, idempotency_key, ts,
-    client_ip, and optional extras (request_id, user_agent, jti, iss, by)
+    client_ip, and optional extras (request_id, user_agent, jti, iss, by; the proof of
+    action: ticket, duration_ms, reporter)
 
 ``type`` is ``score`` for an award, ``ban`` / ``unban`` for moderation (``points`` 0,
 ``score`` the total at the ban, ``seq`` 0, ``by`` the administrator's subject). Readers
