@@ -25,10 +25,8 @@ LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 14, now_ms * 1000
 
 -- Every request counts against its address, replays included: replaying one key must not
 -- be a way to hammer Redis.
-for i = 1, n_ip do
-  local refused = limit_check(i)
-  if refused then return refused end
-end
+local refused = limits_check(1, n_ip)
+if refused then return refused end
 
 local prior = redis.call('HMGET', idem, 'action', 'awarded', 'score', 'rank', 'event_id', 'name')
 if prior[1] then
@@ -57,10 +55,8 @@ if ticket ~= '' then
   started = tonumber(t[3])
 end
 
-for i = n_ip + 1, n_ip + n_user do
-  local refused = limit_check(i)
-  if refused then return refused end
-end
+refused = limits_check(n_ip + 1, n_ip + n_user)
+if refused then return refused end
 
 local cooldown_ms = tonumber(ARGV[10])
 if cooldown_ms > 0 then

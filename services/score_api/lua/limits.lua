@@ -41,6 +41,15 @@ local function limit_check(i)
   return nil
 end
 
+-- Limits first..last in order; the first refusal, or nil when all allow.
+local function limits_check(first, last)
+  for i = first, last do
+    local refused = limit_check(i)
+    if refused then return refused end
+  end
+  return nil
+end
+
 local function limit_consume(first, last)
   for i = first, last do
     local ttl = math.ceil((LIMITS.tats[i] - LIMITS.now) / 1000)

@@ -15,15 +15,11 @@ local now_ms = clock_ms(ARGV[7])
 local n_ip, n_user = tonumber(ARGV[8]), tonumber(ARGV[9])
 LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 3, 9, now_ms * 1000
 
-for i = 1, n_ip do
-  local refused = limit_check(i)
-  if refused then return refused end
-end
+local refused = limits_check(1, n_ip)
+if refused then return refused end
 if redis.call('HEXISTS', banned, user) == 1 then return {'banned'} end
-for i = n_ip + 1, n_ip + n_user do
-  local refused = limit_check(i)
-  if refused then return refused end
-end
+refused = limits_check(n_ip + 1, n_ip + n_user)
+if refused then return refused end
 limit_consume(1, n_ip + n_user)
 
 -- Expired tickets leave the open set; then the oldest make room for the new one.
