@@ -2,6 +2,10 @@
 
 Events are valid version-1 entries (shared/events.py, written as award.lua writes them),
 appended with pipelined XADD into a stream of their own key prefix, so nothing else reads it.
+They carry the proof of action as today's awards do: three in four a redeemed ticket and its
+duration_ms (a player's ticket-mode action), one in four the reporter that awarded it (a
+game server). The COPY ceiling copies the rows the persister makes of these same events
+(``services.persister.batch.parse_entry``), every column of ``score_events`` it writes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from redis.asyncio import Redis
 
 from bench.stack import Service, Stack, metric, say
 from bench.stats import percentile
+from services.persister.batch import EventRow, StreamEntry, parse_entry
 from shared.keys import BoardKeys
 
 PERSISTED = "persister_events_persisted_total"
@@ -38,7 +43,14 @@ def event_fields(i: int, now_ms: int) -> dict[str, str]:
         "client_ip": "127.0.0.1",
         "request_id": os.urandom(8).hex(),
         "user_agent": "bench",
-    }
+    } | proof_of_action(i)
+
+
+def proof_of_action(i: int) -> dict[str, str]:
+    """A ticket and its duration (3 in 4 events), or the reporter that awarded it (1 in 4)."""
+    if i % 4 == 3:
+        return {"reporter": "bench-game-server"}
+    return {"ticket": os.urandom(16).hex(), "duration_ms": str(30_000 + i % 5000)}
 
 
 async def append(client: Redis, stream: str, first: int, count: int) -> None:
@@ -132,31 +144,33 @@ def _lag(written_at: list[float], step: int, persisted: float) -> float:
     return time.monotonic() - written_at[index]
 
 
+def ceiling_rows(events: int) -> list[EventRow]:
+    """The ``score_events`` rows the persister writes for ``events`` preloaded events."""
+    now_ms = time.time_ns() // 1_000_000
+    return [
+        parse_entry(
+            StreamEntry(
+                f"{now_ms}-{i}",
+                {k.encode(): v.encode() for k, v in event_fields(i, now_ms).items()},
+            )
+        )
+        for i in range(events)
+    ]
+
+
 async def copy_ceiling(database_url: str, events: int) -> float:
     """Rows/s of a bare COPY of the same rows into a temporary copy of ``score_events``."""
-    from datetime import UTC, datetime
-
     import asyncpg
 
-    now = datetime.now(UTC)
-    rows = [
-        (f"{i:032x}", f"{i}-0", i, "score", f"p{i % USERS:06d}", "name", "quest_complete", 10,
-         10, f"bench-{i}", "127.0.0.1", "r", "bench", None, None, now, None)
-        for i in range(events)
-    ]  # fmt: skip
+    rows = ceiling_rows(events)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("CREATE TEMP TABLE ceiling (LIKE score_events INCLUDING ALL)")
-        columns = [
-            "event_id", "stream_id", "seq", "type", "user_id", "name", "action", "points",
-            "score_after", "idempotency_key", "client_ip", "request_id", "user_agent", "jti",
-            "iss", "created_at", "moderator",
-        ]  # fmt: skip
         started = time.perf_counter()
         for first in range(0, events, 1000):
             async with conn.transaction():
                 await conn.copy_records_to_table(
-                    "ceiling", records=rows[first : first + 1000], columns=columns
+                    "ceiling", records=rows[first : first + 1000], columns=EventRow._fields
                 )
         return events / (time.perf_counter() - started)
     finally:

@@ -34,6 +34,14 @@ def verdicts(figures: dict[str, Any]) -> list[Verdict]:
                            f"{r:.2f}x", r >= 0.6))  # fmt: skip
         out.append(Verdict("`POST /api/score`, half of saturation", "p99 < 10 ms",
                            f"{p99:.1f} ms", p99 < 10))  # fmt: skip
+        ticket = update.get("ticket")
+        if ticket:
+            per = _num(ticket["requests_per_action"])
+            out.append(Verdict("POST with a ticket (start + redeem)",
+                               "<= 1 extra round trip per action",
+                               f"{per:.3f} requests per award "
+                               f"({_num(ticket['open_at_stop']):.0f} open at the stop)",
+                               not ticket["problems"]))  # fmt: skip
     reads = figures.get("reads")
     if reads:
         r = _num(reads["board_ratio"])
@@ -102,6 +110,59 @@ def _wrk_row(name: str, w: dict[str, Any], ceiling: float) -> list[str]:
 
 
 WRK_HEADER = ["request", "req/s", "ratio to /healthz", "p50 ms", "p99 ms", "errors"]
+TICKET_ROW = "`POST /api/actions` + `POST /api/score` (ticket)"
+
+
+def ticket_section(update: dict[str, Any]) -> list[str]:
+    """POST with a ticket (start + redeem) next to today's POST, and the harness's check."""
+    plain, ticket = update["saturation"], update["ticket"]
+    server = ticket["server"]
+    awards = _num(server["accepted"])
+    if ticket["problems"]:
+        check = "**Check failed:** " + "; ".join(ticket["problems"]) + "."
+    else:
+        check = (
+            f"Checked from the API's counters and the stream: {awards:,.0f} awards, each "
+            f"from one redeem (`POST /api/score`, {_num(server['score_requests']):,.0f} sent, "
+            f"all 200) and one start (`POST /api/actions`, {_num(server['start_requests']):,.0f}"
+            f" sent, all 201); {_num(ticket['open_at_stop']):,.0f} tickets were started but not "
+            "yet redeemed when the run stopped (at most one per connection), which is all that "
+            "separates the requests per award from 2. Every award appended one stream event, "
+            "the newest with its ticket and duration_ms."
+        )
+    return [
+        "",
+        "### POST with a ticket (start + redeem)",
+        "",
+        "Right after the saturation run above, with the same `wrk` settings: each action is "
+        "`POST /api/actions` (start, a `ticket`-mode action with `min_seconds` 0) and then "
+        "`POST /api/score` with the returned ticket (redeem), with the same user's token "
+        "(`bench/wrk/ticket.lua`). Requests per award: the API's own request counts (both "
+        "routes) over its awards. Ratio: awards per second against plain POSTs per second. "
+        "Latencies above are per request; an action takes two.",
+        "",
+        _table(
+            ["path", "awards/s", "requests/s", "requests per award", "ratio to plain POST"],
+            [
+                [
+                    "`POST /api/score` (today's path)",
+                    _fmt(_num(plain["rps"])),
+                    _fmt(_num(plain["rps"])),
+                    _fmt(_num(plain.get("requests_per_action")), 3),
+                    "1.00x",
+                ],
+                [
+                    TICKET_ROW,
+                    _fmt(_num(ticket["actions_per_second"])),
+                    _fmt(_num(ticket["rps"])),
+                    _fmt(_num(ticket["requests_per_action"]), 3),
+                    f"{_num(update['ticket_ratio']):.2f}x",
+                ],
+            ],
+        ),
+        "",
+        check,
+    ]
 
 
 def render(figures: dict[str, Any], findings: str = "") -> str:
@@ -149,10 +210,17 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
                 [
                     _wrk_row("`GET /healthz` (ceiling)", update["ceiling"], ceiling),
                     _wrk_row("`POST /api/score`, saturation", update["saturation"], ceiling),
+                    *(
+                        [_wrk_row(TICKET_ROW + ", saturation", update["ticket"], ceiling)]
+                        if update.get("ticket")
+                        else []
+                    ),
                     _wrk_row("`POST /api/score`, half of saturation", update["half"], ceiling),
                 ],
             ),
         ]
+        if update.get("ticket"):
+            parts += ticket_section(update)
     reads = figures.get("reads")
     if reads:
         ceiling = _num(reads["ceiling"]["rps"])

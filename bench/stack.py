@@ -30,10 +30,42 @@ import orjson
 
 import devstack.run
 from devstack.servers import Server, free_port, start_postgres, start_redis
+from services.score_api.actions import MAX_OPEN
 
 ROOT = Path(__file__).resolve().parent.parent
-# No cooldowns: the benchmark repeats actions as fast as it can.
-ACTIONS = {"quest_complete": 10, "achievement_unlocked": 50, "bench_big": 1_000_000}
+# No cooldowns: the benchmark repeats actions as fast as it can. ``bench_quest`` is the ticket
+# path (start, then redeem at once: min_seconds 0). Its tickets are spread over the 1,000
+# users of bench/update.py, and a run has at most one action in flight per connection, so a
+# user rarely holds more than one open ticket; max_open is the catalogue's largest all the same.
+ACTIONS: dict[str, object] = {
+    "quest_complete": 10,
+    "achievement_unlocked": 50,
+    "bench_big": 1_000_000,
+    "bench_quest": {
+        "points": 10,
+        "mode": "ticket",
+        "min_seconds": 0,
+        "max_seconds": 3600,
+        "max_open": MAX_OPEN,
+    },
+}
+# Every abuse limit and points budget off: the benchmark measures the write path, not the
+# refusals (a budget left on would answer 429 points-budget, and its quota below bench_big's
+# points would stop the API at start).
+NO_LIMITS = {
+    "RATE_LIMIT_USER_PER_SECOND": "0",
+    "RATE_LIMIT_USER_PER_MINUTE": "0",
+    "RATE_LIMIT_USER_PER_HOUR": "0",
+    "RATE_LIMIT_IP_PER_SECOND": "0",
+    "RATE_LIMIT_REPORTER_PER_SECOND": "0",
+    "POINTS_PER_USER_PER_HOUR": "0",
+    "POINTS_PER_USER_PER_DAY": "0",
+}
+
+
+def api_env() -> dict[str, str]:
+    """The score API's benchmark settings: the catalogue above and no limits."""
+    return NO_LIMITS | {"ACTIONS": orjson.dumps(ACTIONS).decode()}
 
 
 def say(message: str) -> None:
@@ -138,10 +170,7 @@ class Stack:
             "GATEWAY_PORT": str(port),
             "PERSISTER_METRICS_PORT": str(port),
             "PERSISTER_METRICS_HOST": "127.0.0.1",
-            "RATE_LIMIT_USER_PER_SECOND": "0",
-            "RATE_LIMIT_USER_PER_MINUTE": "0",
-            "RATE_LIMIT_IP_PER_SECOND": "0",
-            "ACTIONS": orjson.dumps(ACTIONS).decode(),
+            **api_env(),
             "GATEWAY_MAX_CONNECTIONS": "100000",
             "GATEWAY_MAX_CONNECTIONS_PER_IP": "0",
             "GATEWAY_ALLOWED_ORIGINS": '["*"]',
@@ -218,14 +247,36 @@ def wait_ready(service: Service, timeout: float = 60.0) -> None:
     devstack.run.wait_ready(service.name, service.url, service.proc, timeout, service.log)
 
 
-def metric(service: Service, name: str) -> float:
-    """The sum of every sample of one Prometheus metric of a service (0 when absent)."""
-    with urllib.request.urlopen(f"{service.url}/metrics", timeout=5) as response:  # noqa: S310
-        text = response.read().decode()
+def metric(service: Service | str, name: str, **labels: str) -> float:
+    """The sum of the samples of one Prometheus metric of a service (or base URL) whose
+    labels include ``labels`` (0 when there are none)."""
+    return metric_sum(scrape(service), name, **labels)
+
+
+def scrape(service: Service | str) -> str:
+    """A service's ``/metrics`` text."""
+    url = service if isinstance(service, str) else service.url
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310
+        text: str = response.read().decode()
+    return text
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` in Prometheus text whose labels include ``labels``.
+
+    Only the exposition that prometheus_client writes: ``name{a="b",c="d"} value``, with
+    label values free of ``",`` sequences (route names, methods and statuses are)."""
     total = 0.0
+    wanted = {f'{key}="{value}"' for key, value in labels.items()}
     for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
-            total += float(line.rsplit(" ", 1)[1])
+        if not line.startswith(name) or line[len(name) : len(name) + 1] not in (" ", "{"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if wanted:
+            inside = head[len(name) + 1 : -1] if head.endswith("}") else ""
+            if not wanted <= set(inside.split(",")):
+                continue
+        total += float(value)
     return total
 
 
