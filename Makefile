@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d'
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USER_ID ?= player1
 
-.PHONY: help install run test lint token bench browser k8s k8s-validate clean
+.PHONY: help install run test lint token bench browser wrk k8s k8s-validate clean
 
 help:
 	@echo "make run     start Redis/PostgreSQL (embedded unless REDIS_URL/DATABASE_URL), migrate, all services"
@@ -40,7 +40,12 @@ browser:
 run: install
 	$(BIN)/python -m devstack.run
 
-test: install browser
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk for the HTTP benchmarks and their harness tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+test: install browser wrk
 	$(BIN)/python -m pytest
 
 lint: install
@@ -51,10 +56,7 @@ lint: install
 token: install
 	@$(BIN)/python -m devstack.devtoken $(USER_ID)
 
-bench: install
-	@command -v wrk >/dev/null 2>&1 || { \
-	  echo "installing wrk for the HTTP benchmarks"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+bench: install wrk
 	$(BIN)/python -m bench
 
 k8s:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -323,10 +322,6 @@ async def test_the_copy_ceiling_runs_on_the_migrated_schema(database_url: str) -
     assert await persist.copy_ceiling(database_url, 2_500) > 0
 
 
-needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-
-
-@needs_wrk
 async def test_the_ticket_scenario_starts_and_redeems_every_award_against_a_real_api(
     redis_url: str, key_prefix: str, tmp_path: Path, redis_client: redis.asyncio.Redis
 ) -> None:
@@ -352,7 +347,6 @@ async def test_the_ticket_scenario_starts_and_redeems_every_award_against_a_real
     assert all(e["request_id"].endswith(f"-r{int(e['user_id'][1:]) + 1}") for e in events)
 
 
-@needs_wrk
 async def test_the_ticket_check_fails_when_redeems_are_refused(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
