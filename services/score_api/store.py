@@ -133,6 +133,9 @@ class ScoreStore:
         self._rank = redis.register_script(_RANK)
         self._ban = redis.register_script(_BAN)
         self._ticket = redis.register_script(_TICKET)
+        self._ticket_pipeline = (
+            ScriptPipeline(redis, self._ticket) if isinstance(redis, Redis) else None
+        )
 
     async def award(self, req: AwardRequest, now_ms: int | None = None) -> AwardResult:
         """Run the award script at Redis's time, or at ``now_ms`` (tests replaying a timeline)."""
@@ -196,7 +199,11 @@ class ScoreStore:
         ]
         self._limits(keys, args, 0, req.ip_limits, req.ip_subject)
         self._limits(keys, args, 0, req.user_limits, req.user_id)
-        reply = [text(v) for v in await self._ticket(keys=keys, args=args)]
+        if self._ticket_pipeline is not None:
+            raw = await self._ticket_pipeline(keys, args)
+        else:
+            raw = await self._ticket(keys=keys, args=args)
+        reply = [text(v) for v in raw]
         status = reply[0]
         if status == "new":
             ticket, not_before, expires, cancelled, limit, remaining, reset = reply[1:8]
