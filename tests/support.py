@@ -53,6 +53,8 @@ def api_env(**settings: Any) -> dict[str, str]:
         name.upper(): value if isinstance(value, str) else json.dumps(value)
         for name, value in values.items()
     }
+
+
 RUN_ID = os.urandom(4).hex()
 _counter = itertools.count()
 _prefixes: list[str] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -22,20 +22,27 @@ from services.score_api import policy, validation
 from services.score_api.actions import Action, UnknownAction
 from services.score_api.boardcache import BoardCache
 from services.score_api.follower import CacheInvalidator
+from services.score_api.httpparts import (
+    EncodedJson,
+    audit_fields,
+    http_error_handler,
+    limit_headers,
+    problem_handler,
+    read_body,
+    scope_problems,
+)
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import (
     ACCEPTED,
     BOARD_CACHE_HITS,
     BOARD_CACHE_MISSES,
     DUPLICATES,
-    REJECTIONS,
     RequestMiddleware,
 )
 from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
-from services.score_api.ratelimit import policy_header, ratelimit_header
+from services.score_api.ratelimit import policy_header
 from services.score_api.refusals import refusal
-from services.score_api.requestid import MAX_USER_AGENT
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, ScoreStore, TicketRequest
 from services.score_api.tickets import new_ticket_id, rfc3339
@@ -69,12 +76,6 @@ PAGE_HEADERS = {
 
 
 log = logging.getLogger("services.score_api")
-
-
-class EncodedJson(Response):
-    """A 200 application/json response of bytes already encoded (a cached board page)."""
-
-    media_type = "application/json"
 
 
 # Statuses of the award script after which the board may differ from what this process last
@@ -356,69 +357,6 @@ class ScoreApi:
                 "player_writes": self.settings.player_writes,
             }
         )
-
-
-def audit_fields(request: Request, claims: Claims) -> dict[str, str]:
-    """Extra event fields for the audit trail; only what is present, bounded in size."""
-    fields = {Field.REQUEST_ID: request.state.request_id}
-    agent = request.headers.get("user-agent")
-    if agent:
-        fields[Field.USER_AGENT] = agent[:MAX_USER_AGENT]
-    if claims.jti:
-        fields[Field.JTI] = claims.jti
-    if claims.iss:
-        fields[Field.ISS] = claims.iss
-    return fields
-
-
-def limit_headers(
-    response: Response, limit_policy: str, name: str, remaining: int, reset_ms: int
-) -> None:
-    """``RateLimit-Policy`` and ``RateLimit`` (the tightest limit) on an accepted request."""
-    if limit_policy:
-        response.headers["RateLimit-Policy"] = limit_policy
-    if name:
-        response.headers["RateLimit"] = ratelimit_header(name, remaining, reset_ms)
-
-
-@contextmanager
-def scope_problems() -> Iterator[None]:
-    """A ``ScopeError`` raised inside is the 403 ``insufficient_scope`` problem."""
-    try:
-        yield
-    except ScopeError as exc:
-        raise Problem.from_scope_error(exc) from None
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) as soon as it exceeds the limit, however it is sent."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > validation.MAX_BODY_BYTES:
-        raise validation.too_large()
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > validation.MAX_BODY_BYTES:
-            raise validation.too_large()
-    return bytes(body)
-
-
-async def problem_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    REJECTIONS.labels(exc.reason).inc()
-    return exc.response(request.url.path)
-
-
-async def http_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    problem = Problem(
-        exc.status_code,
-        "http-error",
-        exc.detail,
-        headers=dict(exc.headers or {}),
-        reason=f"http_{exc.status_code}",
-    )
-    return await problem_handler(request, problem)
 
 
 def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) -> Starlette:
