@@ -20,9 +20,13 @@ class BoardReader:
     def sha(self) -> str:
         return str(self._top.sha)
 
-    async def page(self, offset: int, limit: int) -> tuple[list[Entry], int]:
-        """Entries ranked ``offset + 1 .. offset + limit`` and the number of ranked users."""
-        reply = await self._top(keys=[self._keys.board, self._keys.names], args=[offset, limit])
+    async def page(
+        self, offset: int, limit: int, board: str | None = None
+    ) -> tuple[list[Entry], int]:
+        """Entries ranked ``offset + 1 .. offset + limit`` and the number of ranked users, of
+        the all-time board or of ``board`` (a period's sorted set)."""
+        keys = [board or self._keys.board, self._keys.names]
+        reply = await self._top(keys=keys, args=[offset, limit])
         return entries_from_reply(reply[1:], offset + 1), int(reply[0])
 
     async def top_at(self, limit: int) -> tuple[list[Entry], str]:

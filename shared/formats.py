@@ -63,6 +63,10 @@ EVENT_ID = Pattern("0-9A-Za-z_-", 64)
 API_EVENT_ID = Pattern("0-9a-f", 32, 32)
 # Parts of Redis key names (prefix, board id): inside a Cluster hash tag, so no braces.
 KEY_PART = Pattern("A-Za-z0-9_.-", 32)
+# Board ids (shared.boards): part of key names, query parameters and frames.
+BOARD_ID = Pattern("a-z0-9_-", 32)
+# IANA time zone names, as BOARDS gives them (shared.periods), before zoneinfo reads them.
+TIMEZONE = Pattern("A-Za-z0-9_+/-", 64)
 # Action tickets (services.score_api.tickets): 128 random bits, as lowercase hex.
 TICKET = Pattern("0-9a-f", 32, 32)
 # Action names in the catalogue; they appear in key names, events and metrics labels.

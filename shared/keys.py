@@ -64,6 +64,14 @@ class BoardKeys:
         """Present (with a TTL) while the user may not complete ``action`` again."""
         return f"{self.tag}:cd:{user_id}|{action}"
 
+    def period_board(self, board_id: str, period_id: str) -> str:
+        """Sorted set of one period of a periodic board (the same order as ``board``)."""
+        return f"{self.tag}:p:{board_id}:{period_id}"
+
+    def period_members(self, board_id: str, period_id: str) -> str:
+        """Hash user_id -> that period's board member, to find a user's entry there."""
+        return f"{self.tag}:pm:{board_id}:{period_id}"
+
     def ticket(self, ticket: str) -> str:
         """Hash of one action ticket: user, action, started/not-before/expiry (ms), state."""
         return f"{self.tag}:ticket:{ticket}"

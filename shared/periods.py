@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.formats import TIMEZONE
+
 Reset = Literal["never", "daily", "weekly", "monthly", "interval"]
 RESETS: tuple[Reset, ...] = ("never", "daily", "weekly", "monthly", "interval")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -156,7 +158,7 @@ class Schedule:
 
 def zone(name: str) -> ZoneInfo:
     """The IANA zone ``name``; ValueError for an unknown or malformed one."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+\-/]{1,64}", name):
+    if not isinstance(name, str) or not TIMEZONE.matches(name):
         raise ValueError("timezone must be an IANA zone name such as Europe/Berlin")
     try:
         return ZoneInfo(name)

@@ -10,7 +10,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.boards import ALL_TIME, Boards
 from shared.formats import KEY_PART
+
+
+def _default_boards() -> dict[str, dict[str, str | int]]:
+    return {ALL_TIME: {"reset": "never"}}
 
 
 class SharedSettings(BaseSettings):
@@ -29,6 +34,10 @@ class SharedSettings(BaseSettings):
     clock_offset_seconds: float = Field(default=0.0, ge=-86_400, le=86_400)
     # Address limits count an IPv6 client per network of this length (shared.netaddr).
     ipv6_limit_prefix: int = Field(default=64, ge=32, le=128)
+    # The boards of the family and their resets (shared.boards, shared.periods).
+    boards: dict[str, dict[str, str | int]] = Field(default_factory=_default_boards)
+    # Periods of each periodic board kept in Redis: the current one and the ones before.
+    board_retention_periods: int = Field(default=2, ge=1, le=100)
 
     @field_validator("redis_key_prefix", "board_id")
     @classmethod
@@ -37,6 +46,17 @@ class SharedSettings(BaseSettings):
         if not KEY_PART.matches(value):
             raise ValueError(f"must be {KEY_PART.describe()}")
         return value
+
+    @field_validator("boards")
+    @classmethod
+    def _valid_boards(
+        cls, value: dict[str, dict[str, str | int]]
+    ) -> dict[str, dict[str, str | int]]:
+        Boards.from_mapping(value)
+        return value
+
+    def board_family(self) -> Boards:
+        return Boards.from_mapping(self.boards)
 
     @property
     def is_production(self) -> bool:

@@ -100,25 +100,40 @@ async def test_points_accumulate_and_board_and_rank_agree(api: Api) -> None:
         [("a", "quest_complete"), ("b", "level_up"), ("a", "daily_login"), ("c", "daily_login")]
     ):
         assert (await api.post(user, f"k{i}", action)).status_code == 200
+    all_time = {
+        "board_id": "all-time",
+        "period": "all",
+        "starts_at": None,
+        "ends_at": None,
+        "final": False,
+    }
     board = (await api.http.get("/api/score-board")).json()
-    assert board == {
-        "total": 3,
-        "board": [
-            {"rank": 1, "user_id": "b", "name": "b", "score": 25},
-            {"rank": 2, "user_id": "a", "name": "a", "score": 15},
-            {"rank": 3, "user_id": "c", "name": "c", "score": 5},
-        ],
-    }
+    assert (
+        board
+        == {
+            "total": 3,
+            "board": [
+                {"rank": 1, "user_id": "b", "name": "b", "score": 25},
+                {"rank": 2, "user_id": "a", "name": "a", "score": 15},
+                {"rank": 3, "user_id": "c", "name": "c", "score": 5},
+            ],
+        }
+        | all_time
+    )
     page = (await api.http.get("/api/score-board", params={"limit": 1, "offset": 1})).json()
-    assert page == {"total": 3, "board": [board["board"][1]]}
+    assert page == {"total": 3, "board": [board["board"][1]]} | all_time
     rank = (await api.http.get("/api/users/a/rank", params={"around": 1})).json()
-    assert rank == {
-        "rank": 2,
-        "user_id": "a",
-        "name": "a",
-        "score": 15,
-        "around": [board["board"][0], board["board"][2]],
-    }
+    assert (
+        rank
+        == {
+            "rank": 2,
+            "user_id": "a",
+            "name": "a",
+            "score": 15,
+            "around": [board["board"][0], board["board"][2]],
+        }
+        | all_time
+    )
 
 
 async def test_200_concurrent_updates_with_distinct_keys_sum_exactly(api: Api) -> None:

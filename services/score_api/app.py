@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.score_api import policy, validation
+from services.score_api import boardviews, policy, validation
 from services.score_api.actions import Action, UnknownAction
 from services.score_api.boardcache import BoardCache
 from services.score_api.follower import CacheInvalidator
@@ -56,7 +56,8 @@ from services.score_api.tokens import (
     TokenVerifier,
     UnknownKeyId,
 )
-from shared.clock import Clock, clock_for
+from shared.boards import Slots
+from shared.clock import Clock, clock_for, ms
 from shared.formats import Field
 from shared.health import Health, json_response
 from shared.keys import BoardKeys
@@ -124,6 +125,8 @@ class ScoreApi:
         if settings.api_board_cache_seconds > 0:
             timeout = settings.redis_timeout_seconds
             self.follower = CacheInvalidator(settings.redis_url, keys, self.board_cache, timeout)
+        self.boards = settings.board_family()
+        self.slots = Slots(self.boards, settings.board_retention_periods)
         self.health = Health(ready=self.ready_problems)
 
     async def authenticate(self, request: Request, scope: str | None) -> Claims:
@@ -213,6 +216,7 @@ class ScoreApi:
             ip_subject=subject,
             max_per_day=action.max_per_day,
             ticket=body.ticket or "",
+            slots=self.slots.at(ms(self.clock)),
         )
         try:
             result = await self.store.award(award)
@@ -304,37 +308,58 @@ class ScoreApi:
             {"user_id": user_id, "status": state, "changed": changed, "score": score}
         )
 
+    def view(self, request: Request) -> boardviews.View:
+        return boardviews.view(
+            self.boards,
+            request.query_params,
+            ms(self.clock),
+            self.settings.board_retention_periods,
+        )
+
+    async def list_boards(self, request: Request) -> Response:
+        return json_response({"boards": boardviews.board_list(self.boards, ms(self.clock))})
+
     async def score_board(self, request: Request) -> Response:
         limit, offset = validation.paging(request.query_params)
-        cache = self.board_cache
+        view = self.view(request)
+        # The all-time board's pages are cached; a period's are read each time.
+        cache = self.board_cache if view.all_time else None
         now = self.clock.monotonic()
-        body = cache.get(limit, offset, now)
+        body = cache.get(limit, offset, now) if cache is not None else None
         if body is not None:
             BOARD_CACHE_HITS.inc()
             return EncodedJson(body)
         BOARD_CACHE_MISSES.inc()
         # Noted before the read: an invalidation during it means the page may be stale.
-        generation = cache.generation
+        generation = self.board_cache.generation
+        board_key, _ = view.keys(self.store.keys)
         try:
-            entries, total = await self.store.reader.page(offset, limit)
+            entries, total = await self.store.reader.page(offset, limit, board_key)
         except RedisError:
-            cache.invalidate()
+            self.board_cache.invalidate()
             raise redis_unavailable() from None
-        body = orjson.dumps({"board": [e.as_dict() for e in entries], "total": total})
-        cache.put(limit, offset, body, generation, now)
+        body = orjson.dumps(
+            {"board": [e.as_dict() for e in entries], "total": total} | view.fields()
+        )
+        if cache is not None:
+            cache.put(limit, offset, body, generation, now)
         return EncodedJson(body)
 
     async def user_rank(self, request: Request) -> Response:
         user_id = validation.user_id(request.path_params["user_id"])
         around = validation.bounded_int(request.query_params, "around", 0, 0, validation.MAX_AROUND)
+        view = self.view(request)
+        board_key, members_key = view.keys(self.store.keys)
         try:
-            found = await self.store.rank(user_id, around)
+            found = await self.store.rank(user_id, around, board_key, members_key)
         except RedisError:
             raise redis_unavailable() from None
         if found is None:
             raise Problem(404, "unranked", f"user {user_id!r} has no score", reason="unranked")
         own, neighbours = found
-        return json_response(own.as_dict() | {"around": [e.as_dict() for e in neighbours]})
+        return json_response(
+            own.as_dict() | {"around": [e.as_dict() for e in neighbours]} | view.fields()
+        )
 
     async def ready_problems(self) -> dict[str, object]:
         try:
@@ -388,6 +413,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
         Route("/api/actions", api.start_action, methods=["POST"]),
         Route("/api/actions", api.list_actions, methods=["GET"]),
         Route("/api/score-board", api.score_board, methods=["GET"]),
+        Route("/api/boards", api.list_boards, methods=["GET"]),
         Route("/api/admin/users/{user_id}", api.ban, methods=["DELETE"]),
         Route("/api/admin/users/{user_id}/unban", api.unban, methods=["POST"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),

@@ -13,7 +13,9 @@ from services.score_api.actions import MODES, Action
 from services.score_api.settings import ApiSettings
 from services.score_api.tokens import MAX_NAME_CHARS
 from services.score_api.validation import MAX_AROUND, MAX_LIMIT, MAX_OFFSET
+from shared.boards import ALL_TIME
 from shared.formats import API_EVENT_ID, IDEMPOTENCY_KEY, TICKET, USER_ID, Pattern
+from shared.periods import RESETS
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 
@@ -53,6 +55,26 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
     }
     user_path = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID_SCHEMA}
     action = {"type": "string", "enum": sorted(settings.actions)}
+    board_ids = [board.board_id for board in settings.board_family()]
+    board_query = {
+        "name": "board",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": board_ids, "default": ALL_TIME},
+    }
+    period_query = {
+        "name": "period",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+    view_fields: dict[str, Any] = {
+        "board_id": {"type": "string"},
+        "period": {"type": "string"},
+        "starts_at": {"type": ["string", "null"], "format": "date-time"},
+        "ends_at": {"type": ["string", "null"], "format": "date-time"},
+        "final": {"type": "boolean"},
+    }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -115,18 +137,32 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                     "parameters": [
                         _int_query("limit", 1, MAX_LIMIT, 10),
                         _int_query("offset", 0, MAX_OFFSET, 0),
+                        board_query,
+                        period_query,
                     ],
                     "responses": {
                         "200": {"description": "The page", "content": _json("Board")},
-                        **_problems(422, 503),
+                        **_problems(404, 422, 503),
                     },
+                }
+            },
+            "/api/boards": {
+                "get": {
+                    "operationId": "listBoards",
+                    "summary": "The boards, their resets and their current periods",
+                    "responses": {"200": {"description": "Boards", "content": _json("Boards")}},
                 }
             },
             "/api/users/{user_id}/rank": {
                 "get": {
                     "operationId": "getUserRank",
                     "summary": "A user's rank and neighbours",
-                    "parameters": [user_path, _int_query("around", 0, MAX_AROUND, 0)],
+                    "parameters": [
+                        user_path,
+                        _int_query("around", 0, MAX_AROUND, 0),
+                        board_query,
+                        period_query,
+                    ],
                     "responses": {
                         "200": {"description": "Ranked", "content": _json("Rank")},
                         **_problems(404, 422, 503),
@@ -313,6 +349,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                         "rank",
                         "event_id",
                         "duplicate",
+                        "boards",
                     ],
                     "additionalProperties": False,
                     "properties": {
@@ -324,14 +361,30 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                         "rank": {"type": "integer", "minimum": 1},
                         "event_id": _string(API_EVENT_ID),
                         "duplicate": {"type": "boolean"},
+                        "boards": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Standing"},
+                        },
+                    },
+                },
+                "Standing": {
+                    "type": "object",
+                    "required": ["board_id", "period", "score", "rank"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "board_id": {"type": "string"},
+                        "period": {"type": "string"},
+                        "score": {"type": "integer", "minimum": 1},
+                        "rank": {"type": "integer", "minimum": 1},
                     },
                 },
                 "Entry": entry,
                 "Board": {
                     "type": "object",
-                    "required": ["board", "total"],
+                    "required": ["board", "total", *view_fields],
                     "additionalProperties": False,
                     "properties": {
+                        **view_fields,
                         "board": {
                             "type": "array",
                             "maxItems": MAX_LIMIT,
@@ -342,14 +395,45 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                 },
                 "Rank": {
                     "type": "object",
-                    "required": [*entry["required"], "around"],
+                    "required": [*entry["required"], "around", *view_fields],
                     "additionalProperties": False,
                     "properties": {
+                        **view_fields,
                         **entry["properties"],
                         "around": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Entry"},
                         },
+                    },
+                },
+                "Boards": {
+                    "type": "object",
+                    "required": ["boards"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "boards": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "board_id",
+                                    "reset",
+                                    "timezone",
+                                    "period",
+                                    "starts_at",
+                                    "ends_at",
+                                ],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "board_id": {"type": "string"},
+                                    "reset": {"enum": list(RESETS)},
+                                    "timezone": {"type": "string"},
+                                    "period": {"type": "string"},
+                                    "starts_at": view_fields["starts_at"],
+                                    "ends_at": view_fields["ends_at"],
+                                },
+                            },
+                        }
                     },
                 },
                 "Moderation": {

@@ -38,6 +38,15 @@ def refusal(
             "the ticket is not valid for this action",
             reason="ticket_invalid",
         )
+    if status == "clock-skew":
+        # This replica's clock is a whole period away from Redis's: another replica may do.
+        return Problem(
+            503,
+            "unavailable",
+            "this replica's clock disagrees with the score store's; retry",
+            headers={"Retry-After": "1"},
+            reason="clock_skew",
+        )
     if status == "ticket-used":
         return Problem(
             409,

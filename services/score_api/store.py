@@ -16,8 +16,10 @@ from services.score_api.autopipe import ScriptPipeline
 from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
+from shared.boards import ALL_TIME, Slot, Slots
 from shared.clock import SYSTEM, Clock, ms
 from shared.keys import BoardKeys
+from shared.periods import ALL_TIME as ALL_TIME_PERIOD
 from shared.redisconn import RedisClient, lua, text
 
 _AWARD = lua("services.score_api", "award", "limits")
@@ -50,8 +52,11 @@ class AwardResult:
     remaining: int = 0
     reset_ms: int = 0
     wait_ms: int = 0
+    # (board_id, period_id, score, rank) on each periodic board the award counted in.
+    boards: tuple[tuple[str, str, int, int], ...] = ()
 
     def as_dict(self) -> dict[str, object]:
+        standings = [(ALL_TIME, ALL_TIME_PERIOD, self.score, self.rank), *self.boards]
         return {
             "user_id": self.user_id,
             "name": self.name,
@@ -61,6 +66,10 @@ class AwardResult:
             "rank": self.rank,
             "event_id": self.event_id,
             "duplicate": self.status == "duplicate",
+            "boards": [
+                {"board_id": b, "period": p, "score": score, "rank": rank}
+                for b, p, score, rank in standings
+            ],
         }
 
 
@@ -81,6 +90,8 @@ class AwardRequest:
     ip_subject: str | None = None
     max_per_day: int = 0
     ticket: str = ""
+    # The periods this award may land in (shared.boards.Slots); the script picks by TIME.
+    slots: tuple[Slot, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +179,26 @@ class ScoreStore:
             req.ticket,
             len(req.ip_limits),
             len(req.user_limits),
+            len(req.slots) // Slots.CANDIDATES,
+            Slots.CANDIDATES,
         ]
         # Address limits first: the script counts replays against them too.
         ip_subject = req.ip_subject or req.client_ip
         self._limits(keys, args, req.points, req.ip_limits, ip_subject)
         self._limits(keys, args, req.points, req.user_limits, req.user_id)
+        for slot in req.slots:
+            period = slot.period
+            keys += [
+                k.period_board(slot.board_id, period.id),
+                k.period_members(slot.board_id, period.id),
+            ]
+            args += [
+                slot.board_id,
+                period.id,
+                period.start_ms or 0,
+                period.end_ms or 0,
+                slot.expire_at_ms,
+            ]
         for field, value in req.extras.items():
             args += [field, value]
         if self._award_pipeline is not None:
@@ -250,10 +276,14 @@ class ScoreStore:
         )
         return status == "done", int(score) if score else None
 
-    async def rank(self, user_id: str, around: int) -> tuple[Entry, list[Entry]] | None:
-        """The user's entry and the neighbours within ``around`` ranks, or None if unranked."""
+    async def rank(
+        self, user_id: str, around: int, board: str | None = None, members: str | None = None
+    ) -> tuple[Entry, list[Entry]] | None:
+        """The user's entry and the neighbours within ``around`` ranks, or None if unranked,
+        on the all-time board or on ``board`` with its ``members`` hash (a period's)."""
         k = self.keys
-        reply = await self._rank(keys=[k.board, k.names, k.members], args=[user_id, around])
+        keys = [board or k.board, k.names, members or k.members]
+        reply = await self._rank(keys=keys, args=[user_id, around])
         if not reply:
             return None
         entries = entries_from_reply(reply[1:], int(reply[0]))
@@ -274,8 +304,13 @@ class ScoreStore:
 def _result(user_id: str, reply: list[str]) -> AwardResult:
     status = reply[0]
     if status in ("new", "duplicate", "conflict"):
-        action, awarded, score, rank, event_id, name = reply[1:7]
-        limit, remaining, reset = ([*reply[7:10], "", "0", "0"])[:3]
+        action, awarded, score, rank, event_id, name, on_boards = reply[1:8]
+        limit, remaining, reset = ([*reply[8:11], "", "0", "0"])[:3]
+        words = on_boards.split()
+        boards = tuple(
+            (words[i], words[i + 1], int(words[i + 2]), int(words[i + 3]))
+            for i in range(0, len(words), 4)
+        )
         return AwardResult(
             status,
             user_id,
@@ -288,6 +323,7 @@ def _result(user_id: str, reply: list[str]) -> AwardResult:
             limit,
             int(remaining),
             int(reset),
+            boards=boards,
         )
     if status in ("limited", "cooldown", "daily-cap"):
         return AwardResult(status, user_id, limit=reply[1], wait_ms=int(reply[2]))

@@ -3,37 +3,46 @@
 -- Nothing is written unless the request is answered (a new award or a replay); a refusal
 -- consumes nothing, and a ticket refused as too early stays usable.
 -- KEYS: 1 board, 2 members, 3 names, 4 seq, 5 stream, 6 idempotency, 7 banned, 8 cooldown,
---       9 daily count, 10 ticket, 11 open tickets, then one key per limit (address first)
+--       9 daily count, 10 ticket, 11 open tickets, then one key per limit (address first),
+--       then (period board, period members) per period candidate
 -- ARGV: 1 user_id, 2 name ('' = keep the stored one), 3 action, 4 points, 5 event_id,
 --       6 idempotency_key, 7 now_ms ('' = Redis TIME), 8 client_ip, 9 idempotency_ttl_s,
 --       10 cooldown_ms, 11 max_per_day (0 = no cap), 12 ticket ('' = none),
---       13 address limits A, 14 user limits U, then (A + U) x (name, quota, window_ms, cost),
+--       13 address limits A, 14 user limits U, 15 periodic boards B, 16 candidates per board C,
+--       then (A + U) x (name, quota, window_ms, cost),
+--       then B x C x (board_id, period_id, start_ms, end_ms, expire_at_ms): the periods the
+--       API's clock makes likely; the one holding Redis's TIME is the award's period,
 --       then extra event field/value pairs.
 -- Returns one of
 --   {'new'|'duplicate'|'conflict', action, awarded, score, rank, event_id, name,
---    tightest_limit, remaining, reset_ms}  (limit fields only for 'new')
+--    boards, tightest_limit, remaining, reset_ms}  (limit fields only for 'new'; boards:
+--    'board_id period_id score rank ...' of the periodic boards, space-separated)
 --   {'limited', limit_name, wait_ms} | {'cooldown', action, wait_ms} |
 --   {'daily-cap', action, wait_ms} | {'banned'} | {'overflow'} |
---   {'ticket-invalid'} | {'ticket-used'} | {'too-early', wait_ms}
+--   {'ticket-invalid'} | {'ticket-used'} | {'too-early', wait_ms} | {'clock-skew'}
 local board, members, names, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stream, idem, banned, cooldown = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local daily, ticket_key, open_tickets = KEYS[9], KEYS[10], KEYS[11]
 local user, name, action, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[12]
 local now_ms = clock_ms(ARGV[7])
 local n_ip, n_user = tonumber(ARGV[13]), tonumber(ARGV[14])
-LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 14, now_ms * 1000
+local n_boards, per_board = tonumber(ARGV[15]), tonumber(ARGV[16])
+LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 16, now_ms * 1000
+local period_arg = 17 + 4 * (n_ip + n_user)
+local period_key = 12 + n_ip + n_user
 
 -- Every request counts against its address, replays included: replaying one key must not
 -- be a way to hammer Redis.
 local refused = limits_check(1, n_ip)
 if refused then return refused end
 
-local prior = redis.call('HMGET', idem, 'action', 'awarded', 'score', 'rank', 'event_id', 'name')
+local prior = redis.call('HMGET', idem, 'action', 'awarded', 'score', 'rank', 'event_id', 'name',
+  'boards')
 if prior[1] then
   limit_consume(1, n_ip)
   local status = 'duplicate'
   if prior[1] ~= action then status = 'conflict' end
-  return {status, prior[1], prior[2], prior[3], prior[4], prior[5], prior[6]}
+  return {status, prior[1], prior[2], prior[3], prior[4], prior[5], prior[6], prior[7] or ''}
 end
 
 if redis.call('HEXISTS', banned, user) == 1 then return {'banned'} end
@@ -81,6 +90,20 @@ if max_per_day > 0 then
   end
 end
 
+-- Each periodic board's period: the candidate holding now. None would mean the API's clock
+-- is further off than its candidates reach: refuse rather than guess.
+local periods = {}
+for b = 0, n_boards - 1 do
+  local chosen
+  for c = 0, per_board - 1 do
+    local j = b * per_board + c
+    local a = period_arg + 5 * j
+    if tonumber(ARGV[a + 2]) <= now_ms and now_ms < tonumber(ARGV[a + 3]) then chosen = j end
+  end
+  if not chosen then return {'clock-skew'} end
+  periods[#periods + 1] = chosen
+end
+
 local points = tonumber(ARGV[4])
 local score = 0
 local old = redis.call('HGET', members, user)
@@ -109,6 +132,29 @@ redis.call('HSET', members, user, member)
 redis.call('HSET', names, user, name)
 local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
 
+-- The same award in each period: the same member, so the same arrival tie-break.
+local on_boards = {}
+for _, j in ipairs(periods) do
+  local a = period_arg + 5 * j
+  local pboard, pmembers = KEYS[period_key + 2 * j], KEYS[period_key + 2 * j + 1]
+  local pscore = points
+  local pold = redis.call('HGET', pmembers, user)
+  if pold then
+    local stored = redis.call('ZSCORE', pboard, pold)
+    if stored then pscore = pscore - tonumber(stored) end
+    redis.call('ZREM', pboard, pold)
+  end
+  local pscore_s = string.format('%d', pscore)
+  redis.call('ZADD', pboard, '-' .. pscore_s, member)
+  redis.call('HSET', pmembers, user, member)
+  on_boards[#on_boards + 1] = ARGV[a] .. ' ' .. ARGV[a + 1] .. ' ' .. pscore_s .. ' ' ..
+    string.format('%d', redis.call('ZRANK', pboard, member) + 1)
+  -- Kept for the retained periods after this one, then gone (BOARD_RETENTION_PERIODS).
+  redis.call('PEXPIREAT', pboard, ARGV[a + 4])
+  redis.call('PEXPIREAT', pmembers, ARGV[a + 4])
+end
+local boards_s = table.concat(on_boards, ' ')
+
 local fields = {FIELD.version, EVENT_VERSION, FIELD.type, TYPE.score, FIELD.event_id, ARGV[5],
   FIELD.user_id, user, FIELD.name, name, FIELD.action, action, FIELD.points, ARGV[4],
   FIELD.score, score_s, FIELD.seq, string.format('%d', seq),
@@ -122,15 +168,15 @@ if started then
   fields[#fields + 1] = FIELD.duration_ms
   fields[#fields + 1] = string.format('%d', now_ms - started)
 end
-for i = 15 + 4 * (n_ip + n_user), #ARGV, 2 do
+for i = period_arg + 5 * n_boards * per_board, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('XADD', stream, '*', unpack(fields))
 
 redis.call('HSET', idem, 'action', action, 'awarded', ARGV[4], 'score', score_s, 'rank', rank_s,
-  'event_id', ARGV[5], 'name', name)
+  'event_id', ARGV[5], 'name', name, 'boards', boards_s)
 redis.call('EXPIRE', idem, ARGV[9])
 local tight_name, tight_remaining, tight_reset = limit_tightest()
-return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name, tight_name, tight_remaining,
-  tight_reset}
+return {'new', action, ARGV[4], score_s, rank_s, ARGV[5], name, boards_s, tight_name,
+  tight_remaining, tight_reset}
