@@ -104,6 +104,25 @@ class Slots:
             self._compute(now_ms)
         return self._slots
 
+    def retained(self, now_ms: int) -> tuple[Slot, ...]:
+        """Every period of each board a user may have an entry in: the retained ones up to
+        the current one, and the next (a ban must reach them all). Not cached: bans are rare."""
+        slots = []
+        for board in self._boards:
+            schedule = board.schedule
+            period = schedule.following(schedule.at(now_ms))
+            for _ in range(self._retention + 1):
+                slots.append(self._slot(board, period))
+                period = schedule.previous(period)
+        return tuple(slots)
+
+    def _slot(self, board: Board, period: Period) -> Slot:
+        last = period
+        for _ in range(self._retention - 1):
+            last = board.schedule.following(last)
+        assert last.end_ms is not None
+        return Slot(board.board_id, period, last.end_ms)
+
     def _compute(self, now_ms: int) -> None:
         slots = []
         starts, ends = [], []
@@ -115,10 +134,6 @@ class Slots:
             starts.append(current.start_ms)
             ends.append(current.end_ms)
             for period in (schedule.previous(current), current, schedule.following(current)):
-                last = period
-                for _ in range(self._retention - 1):
-                    last = schedule.following(last)
-                assert last.end_ms is not None
-                slots.append(Slot(board.board_id, period, last.end_ms))
+                slots.append(self._slot(board, period))
         self._valid = (max(starts), min(ends))
         self._slots = tuple(slots)

@@ -49,6 +49,10 @@ class BoardKeys:
     )
     # Both parts are empty for a user banned before scoring (shared.formats.banned_value).
     banned = _Key("banned", "Hash user_id -> <score>|<member> the user had when banned.")
+    banned_periods = _Key(
+        "banned:periods",
+        "Hash <user_id>|<board_id>|<period_id> -> <score>|<member> the user had there when banned.",
+    )
     # Staging copies that ``persister rebuild`` fills, then renames into place in one script.
     rebuild_board = _Key("rebuild:board", "Staging copy of ``board`` (persister rebuild).")
     rebuild_members = _Key("rebuild:members", "Staging copy of ``members`` (persister rebuild).")

@@ -252,3 +252,33 @@ async def test_awards_from_two_api_processes_count_once_per_board(
         assert stored == 600, board_id  # every award in exactly one period of each board
         if board_id == "tens":
             assert len(periods) == 2  # the race crossed the boundary
+
+
+async def test_a_ban_applies_to_every_board_and_an_unban_restores_each_place(
+    api: Api, redis_client: redis.asyncio.Redis
+) -> None:
+    for i, user in enumerate(["ann", "bob", "cid"]):
+        assert (await api.post(user, f"k{i}")).status_code == 200
+    await api.post("bob", "k9")  # bob: 20, ann and cid: 10 (ann first)
+
+    async def ranking(board: str) -> list[str]:
+        page = (await api.http.get("/api/score-board", params={"board": board})).json()
+        return [e["user_id"] for e in page["board"]]
+
+    expected = {b: await ranking(b) for b in BOARDS}
+    assert set(map(tuple, expected.values())) == {("bob", "ann", "cid")}
+    admin = {"Authorization": f"Bearer {api.token('mod', scopes=('score:admin',))}"}
+    assert (await api.http.delete("/api/admin/users/bob", headers=admin)).status_code == 200
+    for board in BOARDS:
+        assert await ranking(board) == ["ann", "cid"], board
+        rank = await api.http.get("/api/users/bob/rank", params={"board": board})
+        assert rank.status_code == 404, board
+    refused = await api.post("bob", "k10")
+    assert refused.status_code == 403
+    unban = await api.http.post("/api/admin/users/bob/unban", headers=admin)
+    assert unban.status_code == 200
+    assert {b: await ranking(b) for b in BOARDS} == expected
+    # Restored with the keys' expiry, so a restored period still leaves Redis on time.
+    daily = (await api.http.get("/api/boards")).json()["boards"][1]["period"]
+    ttl = await redis_client.pttl(api.keys.period_board("daily", daily))
+    assert 0 < ttl <= 2 * 86_400_000

@@ -297,7 +297,9 @@ class ScoreApi:
         ip = self.client_ip(request)
         extras = audit_fields(request, claims) | {Field.BY: claims.sub}
         try:
-            changed, score = await self.store.moderate(op, user_id, ip, extras)
+            changed, score = await self.store.moderate(
+                op, user_id, ip, extras, self.slots.retained(ms(self.clock))
+            )
         except RedisError:
             self.board_cache.invalidate()
             raise redis_unavailable() from None

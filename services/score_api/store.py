@@ -261,19 +261,29 @@ class ScoreStore:
             args += [limit.name, limit.quota, limit.window_ms, limit.cost(points)]
 
     async def moderate(
-        self, op: str, user_id: str, client_ip: str, extras: dict[str, str]
+        self,
+        op: str,
+        user_id: str,
+        client_ip: str,
+        extras: dict[str, str],
+        slots: tuple[Slot, ...] = (),
     ) -> tuple[bool, int | None]:
-        """Ban or unban; (changed, score at the ban or None if the user never scored)."""
+        """Ban or unban, on the all-time board and in every period of ``slots``; (changed,
+        score at the ban or None if the user never scored)."""
         k = self.keys
+        keys = [k.board, k.members, k.names, k.banned, k.stream, k.banned_periods]
         args: list[str | int] = [op, user_id, new_event_id(ms(self.clock)), "", client_ip]
+        args.append(len(slots))
+        for slot in slots:
+            period_id = slot.period.id
+            keys += [
+                k.period_board(slot.board_id, period_id),
+                k.period_members(slot.board_id, period_id),
+            ]
+            args += [slot.board_id, period_id, slot.expire_at_ms]
         for field, value in extras.items():
             args += [field, value]
-        status, score = (
-            text(v)
-            for v in await self._ban(
-                keys=[k.board, k.members, k.names, k.banned, k.stream], args=args
-            )
-        )
+        status, score = (text(v) for v in await self._ban(keys=keys, args=args))
         return status == "done", int(score) if score else None
 
     async def rank(
