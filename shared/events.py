@@ -1,11 +1,11 @@
-"""The score stream's event format (version 1), written by the score API's scripts.
+"""The score stream's event format (versions 1 and 2), written by the score API's scripts.
 
 Every accepted update appends one entry whose fields are all strings; their names are
 ``shared.formats.Field`` (the scripts receive the same names as constants):
 
     v, type, event_id, user_id, name, action, points, score, seq, idempotency_key, ts,
     client_ip, and optional extras (request_id, user_agent, jti, iss, by; the proof of
-    action: ticket, duration_ms, reporter)
+    action: ticket, duration_ms, reporter; in version 2, periods)
 
 ``type`` is ``score`` for an award, ``ban`` / ``unban`` for moderation (``points`` 0,
 ``score`` the total at the ban, ``seq`` 0, ``by`` the administrator's subject). Readers
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.formats import EVENT_VERSION, OPTIONAL_FIELDS
+from shared.formats import EVENT_VERSIONS, OPTIONAL_FIELDS
 from shared.formats import Field as F
 from shared.redisconn import text
 
@@ -51,7 +51,7 @@ class ScoreEvent:
             fields = {text(k): text(v) for k, v in raw.items()}
         except UnicodeDecodeError:
             raise EventError("a field is not valid UTF-8") from None
-        if fields.get(F.VERSION) != EVENT_VERSION:
+        if fields.get(F.VERSION) not in EVENT_VERSIONS:
             raise EventError(f"unsupported event version {fields.get(F.VERSION)!r}")
         try:
             return cls(

@@ -73,7 +73,9 @@ TICKET = Pattern("0-9a-f", 32, 32)
 ACTION = Pattern("A-Za-z0-9_.-", 64)
 
 
-EVENT_VERSION = "1"
+# Version 2 adds ``periods`` to score events; readers accept every version listed.
+EVENT_VERSION = "2"
+EVENT_VERSIONS = ("1", "2")
 
 
 class Field:
@@ -102,6 +104,9 @@ class Field:
     TICKET: Final = "ticket"
     DURATION_MS: Final = "duration_ms"
     REPORTER: Final = "reporter"
+    # Version 2: the periods a score event counted in, ``<board_id>=<period_id>`` separated
+    # by spaces (empty without periodic boards; shared.boards).
+    PERIODS: Final = "periods"
 
 
 def _constants(namespace: type) -> dict[str, str]:
@@ -118,6 +123,7 @@ OPTIONAL_FIELDS = (
     Field.TICKET,
     Field.DURATION_MS,
     Field.REPORTER,
+    Field.PERIODS,
 )
 REQUIRED_FIELDS = tuple(v for v in FIELDS.values() if v not in OPTIONAL_FIELDS)
 

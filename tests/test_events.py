@@ -1,4 +1,4 @@
-"""Parsing version-1 stream events; anything else is refused, never guessed."""
+"""Parsing stream events of versions 1 and 2; anything else is refused, never guessed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_version_one_event_parses_with_extras() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{b"v": b"2"}, {b"points": b"ten"}, {b"event_id": b""}, {b"ts": b"soon"}],
+    [{b"v": b"3"}, {b"v": b"1\n"}, {b"points": b"ten"}, {b"event_id": b""}, {b"ts": b"soon"}],
 )
 def test_invalid_events_are_refused(change: dict[bytes, bytes]) -> None:
     with pytest.raises(EventError):

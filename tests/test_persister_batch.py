@@ -69,8 +69,17 @@ TICKET = "0123456789abcdef0123456789abcdef"
 def test_proof_of_action_fields_fill_their_columns() -> None:
     row = parse_entry(entry("1-0", ticket=TICKET, duration_ms="31500", reporter="game-eu-1"))
     assert (row.ticket, row.duration_ms, row.reporter) == (TICKET, 31500, "game-eu-1")
-    # The last three columns, in the order _INSERT_EVENTS names them.
-    assert row[-3:] == (TICKET, 31500, "game-eu-1")
+    # The columns before periods, in the order _INSERT_EVENTS names them.
+    assert row[-4:-1] == (TICKET, 31500, "game-eu-1")
+
+
+def test_version_2_events_store_their_periods_and_version_1_events_none() -> None:
+    periods = "daily=2026-12-01 weekly=2026-W49"
+    assert parse_entry(entry("1-0", v="2", periods=periods)).periods == periods
+    assert parse_entry(entry("1-0", v="2", periods="")).periods is None
+    assert parse_entry(entry("1-0", v="1")).periods is None
+    with pytest.raises(EventError, match="version"):
+        parse_entry(entry("1-0", v="3"))
 
 
 def test_proof_of_action_fields_are_null_when_absent() -> None:
@@ -118,7 +127,7 @@ def test_a_bad_duration_ms_dead_letters_that_entry_only() -> None:
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        ({"v": "2"}, "unsupported event version"),
+        ({"v": "3"}, "unsupported event version"),
         ({"type": "promote"}, "unknown event type 'promote'"),
         ({"type": "ban"}, "a ban event carries no points"),
         ({"points": "ten"}, "invalid literal"),

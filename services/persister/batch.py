@@ -53,6 +53,7 @@ class EventRow(NamedTuple):
     ticket: str | None = None
     duration_ms: int | None = None
     reporter: str | None = None
+    periods: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         extras.get(Field.TICKET),
         None if duration is None else duration_ms(duration),
         extras.get(Field.REPORTER),
+        extras.get(Field.PERIODS) or None,
     )
 
 

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 _INSERT_EVENTS = """
 INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name, action, points,
     score_after, idempotency_key, client_ip, created_at, request_id, user_agent, jti, iss,
-    moderator, ticket, duration_ms, reporter)
+    moderator, ticket, duration_ms, reporter, periods)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[],
     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-    $19::bigint[], $20::text[])
+    $19::bigint[], $20::text[], $21::text[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """

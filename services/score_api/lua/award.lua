@@ -133,9 +133,10 @@ redis.call('HSET', names, user, name)
 local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
 
 -- The same award in each period: the same member, so the same arrival tie-break.
-local on_boards = {}
+local on_boards, counted_in = {}, {}
 for _, j in ipairs(periods) do
   local a = period_arg + 5 * j
+  counted_in[#counted_in + 1] = ARGV[a] .. '=' .. ARGV[a + 1]
   local pboard, pmembers = KEYS[period_key + 2 * j], KEYS[period_key + 2 * j + 1]
   local pscore = points
   local pold = redis.call('HGET', pmembers, user)
@@ -159,7 +160,7 @@ local fields = {FIELD.version, EVENT_VERSION, FIELD.type, TYPE.score, FIELD.even
   FIELD.user_id, user, FIELD.name, name, FIELD.action, action, FIELD.points, ARGV[4],
   FIELD.score, score_s, FIELD.seq, string.format('%d', seq),
   FIELD.idempotency_key, ARGV[6], FIELD.ts, string.format('%d', now_ms),
-  FIELD.client_ip, ARGV[8]}
+  FIELD.client_ip, ARGV[8], FIELD.periods, table.concat(counted_in, ' ')}
 if started then
   redis.call('HSET', ticket_key, 'state', TICKET_STATE.redeemed)
   redis.call('ZREM', open_tickets, ticket)
