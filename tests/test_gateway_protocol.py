@@ -83,9 +83,13 @@ def test_removal_shrinks_the_board_with_a_size_only_diff() -> None:
         "type": "diff",
         "version": 2,
         "base": 1,
+        "board_id": "all-time",
+        "period": "all",
         "changes": [],
         "size": 1,
     }
+    weekly = orjson.loads(diff_message(diff, "weekly", "2026-W49"))
+    assert (weekly["board_id"], weekly["period"]) == ("weekly", "2026-W49")
 
 
 def test_client_with_another_version_refuses_the_diff_and_waits_for_a_snapshot() -> None:
@@ -104,10 +108,12 @@ def test_a_diff_that_leaves_a_gap_is_a_protocol_error() -> None:
 
 
 def test_snapshot_wire_format() -> None:
-    raw = snapshot_message(4, (Entry(1, "a", "<b>A</b>", 5),))
+    raw = snapshot_message(4, (Entry(1, "a", "<b>A</b>", 5),), "daily", "2026-12-01")
     assert orjson.loads(raw) == {
         "type": "snapshot",
         "version": 4,
+        "board_id": "daily",
+        "period": "2026-12-01",
         "board": [{"rank": 1, "user_id": "a", "name": "<b>A</b>", "score": 5}],
     }
 

@@ -159,7 +159,13 @@ def test_message_frames_are_shared_not_rebuilt_per_client() -> None:
     fanout.reset(())
     version, first = fanout.snapshot()
     assert fanout.snapshot()[1] is first
-    assert orjson.loads(first) == {"type": "snapshot", "version": version, "board": []}
+    assert orjson.loads(first) == {
+        "type": "snapshot",
+        "version": version,
+        "board_id": "all-time",
+        "period": "all",
+        "board": [],
+    }
     frame = fanout.snapshot_frame()
     assert fanout.snapshot_frame() is frame
     assert parse_frame(frame).data == first

@@ -25,6 +25,8 @@ from services.broadcast_gateway.protocol import (
     diff_message,
     snapshot_message,
 )
+from shared.boards import ALL_TIME
+from shared.periods import ALL_TIME as ALL_PERIOD
 
 
 class Sink(Protocol):
@@ -85,10 +87,18 @@ def unframed(message: bytes) -> bytes:
 
 
 class Fanout:
-    """The current board and version, and the clients that follow it."""
+    """The current board and version of one board of the family (in its current period), and
+    the clients that follow it."""
 
-    def __init__(self, frame: Callable[[bytes], bytes] = unframed) -> None:
+    def __init__(
+        self,
+        frame: Callable[[bytes], bytes] = unframed,
+        board_id: str = ALL_TIME,
+        period: str = ALL_PERIOD,
+    ) -> None:
         self.frame = frame
+        self.board_id = board_id
+        self.period = period
         self.clients: set[Client] = set()
         self.version = 0
         self.board: Board = ()
@@ -107,7 +117,7 @@ class Fanout:
 
     def _snapshot_frame(self) -> tuple[int, bytes, bytes]:
         if self._snapshot is None or self._snapshot[0] != self.version:
-            message = snapshot_message(self.version, self.board)
+            message = snapshot_message(self.version, self.board, self.board_id, self.period)
             self._snapshot = (self.version, message, self.frame(message))
         return self._snapshot
 
@@ -151,9 +161,12 @@ class Fanout:
         client.version = version
         return len(frame)
 
-    def reset(self, board: Board) -> Outcome:
-        """Start a new version that every client receives as a snapshot (load, reload)."""
+    def reset(self, board: Board, period: str | None = None) -> Outcome:
+        """Start a new version that every client receives as a snapshot (load, reload, and a
+        new ``period``: no diff ever spans two periods)."""
         self.board = board
+        if period is not None:
+            self.period = period
         self.version += 1
         self.loaded = True
         snapshots = written = 0
@@ -171,7 +184,7 @@ class Fanout:
             return NOTHING
         diff = Diff(self.version + 1, changes, len(board))
         self.board, self.version = board, diff.version
-        frame = self.frame(diff_message(diff))
+        frame = self.frame(diff_message(diff, self.board_id, self.period))
         base, version = diff.base, diff.version
         sent = conflated = snapshots = snapshot_bytes = 0
         # The hot loop: one comparison, one property and one write per in-step client.

@@ -8,6 +8,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.broadcast_gateway.fanout import NOTHING, Client, Fanout, Outcome, unframed
 from services.broadcast_gateway.protocol import Board
+from shared.boards import ALL_TIME
 from shared.clock import SYSTEM, Clock
 
 CONNECTIONS = Gauge("gateway_connections", "Open WebSocket connections")
@@ -59,8 +60,13 @@ def record(outcome: Outcome) -> Outcome:
 class MeteredFanout(Fanout):
     """The fan-out, recording what each operation wrote and how long each broadcast took."""
 
-    def __init__(self, frame: Callable[[bytes], bytes] = unframed, clock: Clock = SYSTEM) -> None:
-        super().__init__(frame)
+    def __init__(
+        self,
+        frame: Callable[[bytes], bytes] = unframed,
+        clock: Clock = SYSTEM,
+        board_id: str = ALL_TIME,
+    ) -> None:
+        super().__init__(frame, board_id)
         self.clock = clock
 
     def add(self, client: Client) -> Outcome:
@@ -75,9 +81,10 @@ class MeteredFanout(Fanout):
     def ping(self) -> Outcome:
         return record(super().ping())
 
-    def reset(self, board: Board) -> Outcome:
-        outcome = record(super().reset(board))
-        VERSION.set(self.version)
+    def reset(self, board: Board, period: str | None = None) -> Outcome:
+        outcome = record(super().reset(board, period))
+        if self.board_id == ALL_TIME:
+            VERSION.set(self.version)
         return outcome
 
     def publish(self, board: Board, event_times_ms: Sequence[int] = ()) -> Outcome:
@@ -87,7 +94,8 @@ class MeteredFanout(Fanout):
             return outcome
         BROADCAST.observe(self.clock.monotonic() - started)
         record(outcome)
-        VERSION.set(self.version)
+        if self.board_id == ALL_TIME:
+            VERSION.set(self.version)
         now_ms = self.clock.time() * 1000
         for ts in outcome.events_ms:
             EVENT_DELAY.observe(max(0.0, now_ms - ts) / 1000)

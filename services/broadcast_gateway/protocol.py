@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import orjson
 
 from shared.board import Entry
+from shared.boards import ALL_TIME
+from shared.periods import ALL_TIME as ALL_PERIOD
 
 Board = tuple[Entry, ...]
 
@@ -34,18 +36,29 @@ def board_changes(old: Sequence[Entry], new: Sequence[Entry]) -> tuple[Entry, ..
     return tuple(e for i, e in enumerate(new) if i >= len(old) or old[i] != e)
 
 
-def snapshot_message(version: int, board: Sequence[Entry]) -> bytes:
+def snapshot_message(
+    version: int, board: Sequence[Entry], board_id: str = ALL_TIME, period: str = ALL_PERIOD
+) -> bytes:
     return orjson.dumps(
-        {"type": "snapshot", "version": version, "board": [e.as_dict() for e in board]}
+        {
+            "type": "snapshot",
+            "version": version,
+            "board_id": board_id,
+            "period": period,
+            "board": [e.as_dict() for e in board],
+        }
     )
 
 
-def diff_message(diff: Diff) -> bytes:
+def diff_message(diff: Diff, board_id: str = ALL_TIME, period: str = ALL_PERIOD) -> bytes:
+    """A diff within one period of one board (a new period always starts with a snapshot)."""
     return orjson.dumps(
         {
             "type": "diff",
             "version": diff.version,
             "base": diff.base,
+            "board_id": board_id,
+            "period": period,
             "changes": [e.as_dict() for e in diff.changes],
             "size": diff.size,
         }

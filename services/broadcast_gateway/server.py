@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ from services.broadcast_gateway.wsadapter import (
     Server,
     http_response,
 )
+from shared.boards import ALL_TIME
 from shared.clock import SYSTEM, Clock
 from shared.health import JSON, Answer, Health
 from shared.netaddr import client_ip, is_trusted, limit_subject, parse_networks
@@ -80,6 +82,18 @@ def too_many() -> Response:
     return refusal(429, b"too many connections from this address\n", retry_after=5)
 
 
+def requested_board(query: str, boards: Mapping[str, object]) -> str | None:
+    """The board ``?board=`` names (default all-time), or None if it is not one of ours."""
+    try:
+        values = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=8).get(
+            "board", [ALL_TIME]
+        )
+    except ValueError:
+        return None
+    board_id = values[-1] if len(values) == 1 else None
+    return board_id if board_id in boards else None
+
+
 def batches(items: Iterable[T], size: int) -> list[list[T]]:
     every = list(items)
     return [every[i : i + size] for i in range(0, len(every), size)]
@@ -89,9 +103,15 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.clock = clock
-        self.fanout = metrics.MeteredFanout(wsadapter.text_frame, clock)
-        self._catch_up = self.fanout.catch_up  # bound once, shared by every connection
-        self.feed = BoardFeed(settings, self.fanout, clock)
+        # One fan-out per board of the family; a client follows the board it asked for.
+        self.fanouts: dict[str, metrics.MeteredFanout] = {
+            board.board_id: metrics.MeteredFanout(wsadapter.text_frame, clock, board.board_id)
+            for board in settings.board_family()
+        }
+        self.fanout = self.fanouts[ALL_TIME]
+        # Bound once per board, shared by every connection of it.
+        self._catch_up = {b: f.catch_up for b, f in self.fanouts.items()}
+        self.feed = BoardFeed(settings, dict(self.fanouts), clock)
         self.health = Health(
             ready=self._not_ready, details=lambda: {"version": self.fanout.version}
         )
@@ -101,6 +121,9 @@ class Gateway:
         self.ipv6_prefix = settings.ipv6_limit_prefix
         self.url = ""  # the WebSocket URL, once running
         self._background: set[asyncio.Task[Any]] = set()
+
+    def client_count(self) -> int:
+        return sum(len(f.clients) for f in self.fanouts.values())
 
     async def _not_ready(self) -> dict[str, object]:
         if await self.feed.ready():
@@ -115,12 +138,17 @@ class Gateway:
         self, connection: GatewayConnection, request: Request
     ) -> Response | None:
         s = self.settings
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
         answer = await self.health.answer(path)
         if answer is not None:
             return http_response(answer)
         if path != s.gateway_path:
             return http_response(NOT_FOUND)
+        board_id = requested_board(query, self.fanouts)
+        if board_id is None:
+            metrics.CLOSES.labels("board").inc()
+            return refusal(404, b"unknown board\n")
+        connection.board_id = board_id
         origins = request.headers.get_all("Origin")
         if len(origins) > 1 or not origin_allowed(
             origins[0] if origins else None,
@@ -130,7 +158,7 @@ class Gateway:
             metrics.CLOSES.labels("origin").inc()
             return refusal(403, b"origin not allowed\n")
         # Handshakes still in flight may overshoot the cap by a few; it bounds memory, not a count.
-        if len(self.fanout.clients) >= s.gateway_max_connections:
+        if self.client_count() >= s.gateway_max_connections:
             metrics.CLOSES.labels("capacity").inc()
             return refusal(503, b"connection limit reached\n", retry_after=5)
         if s.gateway_socket_send_buffer:
@@ -182,9 +210,10 @@ class Gateway:
         limiter = RateLimit(
             s.gateway_inbound_per_second, s.gateway_inbound_burst, self.clock.monotonic()
         )
+        fanout = self.fanouts[connection.board_id]
         # A partial, not a closure: about half the bytes, times every connection.
-        connection.on_drain = functools.partial(self._catch_up, client)
-        self.fanout.add(client)  # the snapshot, as soon as the board is loaded
+        connection.on_drain = functools.partial(self._catch_up[fanout.board_id], client)
+        fanout.add(client)  # the snapshot, as soon as the board is loaded
         metrics.CONNECTIONS.inc()
         reason = "client"
         try:
@@ -192,17 +221,15 @@ class Gateway:
                 if client.closing:
                     continue  # closing: keep reading so the client's close frame gets through
                 if not limiter.allow(self.clock.monotonic()):
-                    self.fanout.close(
-                        client, CloseCode.POLICY_VIOLATION, "too many messages", "rate"
-                    )
+                    fanout.close(client, CloseCode.POLICY_VIOLATION, "too many messages", "rate")
                     continue
                 if is_resync(message):
-                    self.fanout.resync(client)
+                    fanout.resync(client)
         except ConnectionClosed:
             reason = "error"
         finally:
             connection.on_drain = None
-            self.fanout.remove(client)
+            fanout.remove(client)
             metrics.CONNECTIONS.dec()
         if client.closing:
             reason = client.closing
@@ -215,7 +242,8 @@ class Gateway:
     async def _pinger(self) -> None:
         while True:
             await asyncio.sleep(self.settings.gateway_ping_seconds)
-            self.fanout.ping()
+            for fanout in self.fanouts.values():
+                fanout.ping()
 
     async def _watchdog(self) -> None:
         s = self.settings
@@ -223,8 +251,9 @@ class Gateway:
         while True:
             await asyncio.sleep(period)
             now = self.clock.monotonic()
-            for client in self.fanout.stuck(now, s.gateway_slow_bytes, s.gateway_slow_seconds):
-                self.fanout.close(client, CloseCode.TRY_AGAIN_LATER, "too slow", "slow")
+            for fanout in self.fanouts.values():
+                for client in fanout.stuck(now, s.gateway_slow_bytes, s.gateway_slow_seconds):
+                    fanout.close(client, CloseCode.TRY_AGAIN_LATER, "too slow", "slow")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -269,17 +298,23 @@ class Gateway:
         s = self.settings
         deadline = self.clock.monotonic() + s.gateway_shutdown_seconds
         wsadapter.stop_accepting(self.server)  # new handshakes now get 503 from websockets
-        groups = batches(self.fanout.clients, s.gateway_shutdown_batch)
+        followed = [(f, c) for f in self.fanouts.values() for c in f.clients]
+        groups = batches(followed, s.gateway_shutdown_batch)
         # Spread the batches over at most half the deadline so clients reconnect elsewhere
         # gradually instead of all at once.
         pause = min(0.5, s.gateway_shutdown_seconds / 2 / max(1, len(groups)))
         for i, group in enumerate(groups):
             if i:
                 await asyncio.sleep(pause)
-            for client in group:
-                self.fanout.close(client, CloseCode.SERVICE_RESTART, "service restart", "shutdown")
+            for fanout, client in group:
+                fanout.close(client, CloseCode.SERVICE_RESTART, "service restart", "shutdown")
         # Every sink the gateway adds is a ConnectionSink; the fan-out only knows them as sinks.
-        sinks = [c.sink for c in self.fanout.clients if isinstance(c.sink, ConnectionSink)]
+        sinks = [
+            c.sink
+            for f in self.fanouts.values()
+            for c in f.clients
+            if isinstance(c.sink, ConnectionSink)
+        ]
         await self._wait_gone(sinks, deadline)
         for sink in sinks:
             if not sink.lost.done():

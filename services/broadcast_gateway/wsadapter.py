@@ -75,6 +75,8 @@ class GatewayConnection(ServerConnection):
     counted_as: str | None = None
     # Over its address's limit at the TCP accept: refused at the handshake, or aborted soon.
     over_limit = False
+    # The board its client follows (``?board=``), decided at the handshake.
+    board_id = "all-time"
 
     def accepted(self) -> None:
         """Called at the TCP accept, before the handshake's first byte (``listen``)."""
