@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from services.broadcast_gateway.server import requested_board
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
+from shared.keys import BoardKeys
 from shared.periods import Schedule
 from tests.gateway_fixtures import run_gateway
 from tests.support import CLIENT_ACTIONS, NO_LIMITS, serve
@@ -68,9 +69,10 @@ async def test_each_board_has_its_own_subscription_and_frames_name_board_and_per
     )
     async with (
         run_gateway(redis_url, key_prefix, boards=BOARDS) as gateway,
-        serve(create_app(settings)) as url,httpx.AsyncClient(base_url=url) as http
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
     ):
-        api = Api(http, create_app(settings).state.api.store.keys, settings)
+        api = Api(http, BoardKeys(key_prefix, "global"), settings)
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"{gateway.url}?board=weekly"):
                 pass
@@ -113,9 +115,10 @@ async def test_clients_of_a_10_s_board_get_the_new_period_s_snapshot_at_the_boun
     async with (
         run_gateway(redis_url, key_prefix, boards=BOARDS) as gateway,
         serve(create_app(settings)) as url,
-        connect(f"{gateway.url}?board=tens") as ws,httpx.AsyncClient(base_url=url) as http
+        connect(f"{gateway.url}?board=tens") as ws,
+        httpx.AsyncClient(base_url=url) as http,
     ):
-        api = Api(http, create_app(settings).state.api.store.keys, settings)
+        api = Api(http, BoardKeys(key_prefix, "global"), settings)
         snapshot = await frame(ws)
         assert (await api.post("ann", "k1")).status_code == 200
         diff = await frame(ws)
