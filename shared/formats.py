@@ -21,6 +21,8 @@ from typing import Final
 SEQ_WIDTH = 16
 MEMBER_SEP = ":"
 BANNED_SEP = "|"
+# A score event's ``periods``: ``<board_id>=<period_id>`` pairs separated by spaces.
+PERIOD_SEP = "="
 MAX_SCORE = 2**53 - 1  # exact in a double: the sorted set's score and Lua's numbers
 
 
@@ -169,7 +171,7 @@ def banned_parts(value: str) -> tuple[int | None, str | None]:
 
 
 def _lua_string(value: str) -> str:
-    if not re.fullmatch(r"[\w%:|.-]*", value):
+    if not re.fullmatch(r"[\w%:|.=-]*", value):
         raise ValueError(f"{value!r} is not a plain Lua string constant")
     return f"'{value}'"
 
@@ -185,6 +187,7 @@ def lua_constants() -> str:
         f"local MEMBER_FORMAT = {_lua_string(f'%0{SEQ_WIDTH}d{MEMBER_SEP}')}",
         f"local MEMBER_USER_AT = {SEQ_WIDTH + len(MEMBER_SEP) + 1}",
         f"local BANNED_SEP = {_lua_string(BANNED_SEP)}",
+        f"local PERIOD_SEP = {_lua_string(PERIOD_SEP)}",
         f"local MAX_SCORE = {MAX_SCORE}",
         f"local EVENT_VERSION = {_lua_string(EVENT_VERSION)}",
         f"local FIELD = {{{fields}}}",

@@ -6,6 +6,10 @@ then renames over the live ones in one step, so readers never see a half-built b
 are ``encode_member(users.last_seq, user_id)``, the same tie-break the score API wrote, and the
 arrival counter is raised to at least the highest ``last_seq`` so new updates sort after.
 
+Each periodic board's current period (by Redis's clock) is rebuilt too, from the events
+that name it (event version 2, ``score_events.periods``), into staging keys renamed into
+place the same way; a banned user's period entries go where a ban keeps them.
+
 It refuses to replace a non-empty board unless forced: a board that has data may be newer than
 PostgreSQL (events still in the stream). Stop writes (or let the API answer 503) while it runs;
 an update accepted during a forced rebuild is in PostgreSQL later but missing from the board.
@@ -18,7 +22,8 @@ from typing import TextIO
 
 import asyncpg
 
-from shared.formats import banned_value, encode_member
+from shared.boards import Slots
+from shared.formats import BANNED_SEP, PERIOD_SEP, banned_value, encode_member
 from shared.keys import BoardKeys
 from shared.redisconn import RedisClient, connect, lua
 from shared.settings import SharedSettings
@@ -64,6 +69,7 @@ async def rebuild(
         if not await swap(keys=keys_, args=[max_seq, 1 if force else 0]):
             raise RebuildRefused(f"{keys.board} received updates meanwhile; nothing replaced")
         print(f"rebuilt {done} users; seq >= {max_seq}", file=out, flush=True)
+        await _rebuild_periods(settings, redis, conn, keys, out)
         return done
     finally:
         await conn.close()
@@ -88,6 +94,52 @@ async def _stage(redis: RedisClient, keys: BoardKeys, rows: list[asyncpg.Record]
         pipe.hset(keys.rebuild_names, mapping={r["user_id"]: r["name"] for r in rows})
         await pipe.execute()
     return max(int(r["last_seq"]) for r in rows)
+
+
+_PERIOD_TOTALS = """
+SELECT e.user_id, sum(e.points)::bigint AS score, max(e.seq) AS last_seq,
+    coalesce(bool_or(u.banned), false) AS banned
+FROM score_events e LEFT JOIN users u USING (user_id)
+WHERE e.type = 'score' AND string_to_array(e.periods, ' ') @> ARRAY[$1::text]
+GROUP BY e.user_id
+"""
+
+
+async def _rebuild_periods(
+    settings: SharedSettings,
+    redis: RedisClient,
+    conn: asyncpg.Connection,
+    keys: BoardKeys,
+    out: TextIO,
+) -> None:
+    """The current period of every periodic board, from the events counted in it."""
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    slots = Slots(settings.board_family(), settings.board_retention_periods).at(now_ms)
+    for slot in slots[1 :: Slots.CANDIDATES]:  # each board's current period
+        board_id, period = slot.board_id, slot.period
+        live = keys.period_board(board_id, period.id)
+        live_members = keys.period_members(board_id, period.id)
+        staged, staged_members = f"{live}:rebuild", f"{live_members}:rebuild"
+        rows = await conn.fetch(_PERIOD_TOTALS, f"{board_id}{PERIOD_SEP}{period.id}")
+        ranked = [r for r in rows if not r["banned"]]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.unlink(staged, staged_members, live, live_members)
+            if ranked:
+                members = {r["user_id"]: encode_member(r["last_seq"], r["user_id"]) for r in ranked}
+                pipe.zadd(staged, {members[r["user_id"]]: -r["score"] for r in ranked})
+                pipe.hset(staged_members, mapping=members)
+                pipe.rename(staged, live)
+                pipe.rename(staged_members, live_members)
+                pipe.pexpireat(live, slot.expire_at_ms)
+                pipe.pexpireat(live_members, slot.expire_at_ms)
+            for r in rows:
+                if r["banned"]:
+                    field = BANNED_SEP.join((r["user_id"], board_id, period.id))
+                    value = banned_value(r["score"], encode_member(r["last_seq"], r["user_id"]))
+                    pipe.hset(keys.banned_periods, field, value)
+            await pipe.execute()
+        print(f"rebuilt {board_id} {period.id}: {len(ranked)} users", file=out, flush=True)
 
 
 def banned_entry(row: asyncpg.Record) -> str:

@@ -1,7 +1,9 @@
 """``persister reconcile``: compare each user's total in Redis and in PostgreSQL.
 
 Three numbers per user must agree: the board's score (for a banned user, the score kept
-aside by the ban), ``users.score`` and the sum of the user's ``score_events.points``. Events
+aside by the ban), ``users.score`` and the sum of the user's ``score_events.points``. For
+the current period of each periodic board (by Redis's clock), two: the period's score in
+Redis (or kept aside by a ban) and the sum of the points of the events that name the period. Events
 still in the stream (persister lag) show up as differences, so run it when the lag is zero,
 or run it twice and look at what persists.
 """
@@ -14,9 +16,10 @@ from typing import TextIO
 
 import asyncpg
 
-from shared.formats import banned_parts, decode_member
+from shared.boards import ALL_TIME
+from shared.formats import BANNED_SEP, PERIOD_SEP, banned_parts, decode_member
 from shared.keys import BoardKeys
-from shared.redisconn import connect
+from shared.redisconn import RedisClient, connect
 from shared.settings import SharedSettings
 
 
@@ -26,13 +29,15 @@ class Difference:
     redis: int | None  # None: not on the board / no row / no events
     postgres: int | None
     events: int | None
+    board: str = ALL_TIME  # or "<board_id> <period_id>"
 
     def __str__(self) -> str:
         def show(value: int | None) -> str:
             return "-" if value is None else str(value)
 
+        where = "" if self.board == ALL_TIME else f" [{self.board}]"
         return (
-            f"{self.user_id}: redis={show(self.redis)} postgres={show(self.postgres)} "
+            f"{self.user_id}{where}: redis={show(self.redis)} postgres={show(self.postgres)} "
             f"events={show(self.events)}"
         )
 
@@ -48,6 +53,14 @@ def compare(
         if len({value or 0 for value in values}) != 1:
             out.append(Difference(user, *values))
     return out
+
+
+def compare_period(board: str, redis: dict[str, int], events: dict[str, int]) -> list[Difference]:
+    """Users whose score in one period differs between Redis and the events naming it."""
+    return [
+        Difference(d.user_id, d.redis, None, d.events, board)
+        for d in compare(redis, events, events)
+    ]
 
 
 async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[Difference]:
@@ -69,14 +82,15 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
                 "SELECT user_id, sum(points)::bigint AS total FROM score_events"
                 " WHERE type = 'score' GROUP BY user_id"
             )
+            differences = compare(
+                board,
+                {r["user_id"]: r["score"] for r in users},
+                {r["user_id"]: r["total"] for r in sums},
+            )
+            differences += await _periods(settings, redis, conn, keys)
     finally:
         await conn.close()
         await redis.aclose()
-    differences = compare(
-        board,
-        {r["user_id"]: r["score"] for r in users},
-        {r["user_id"]: r["total"] for r in sums},
-    )
     for difference in differences:
         print(difference, file=out)
     print(
@@ -84,3 +98,31 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
         file=out,
     )
     return differences
+
+
+async def _periods(
+    settings: SharedSettings, redis: RedisClient, conn: asyncpg.Connection, keys: BoardKeys
+) -> list[Difference]:
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    out: list[Difference] = []
+    for board in settings.board_family().periodic:
+        period = board.period_at(now_ms)
+        scores: dict[str, int] = {}
+        async for member, score in redis.zscan_iter(
+            keys.period_board(board.board_id, period.id), count=1000
+        ):
+            scores[decode_member(member.decode())[1]] = -int(score)
+        suffix = f"{BANNED_SEP}{board.board_id}{BANNED_SEP}{period.id}"
+        async for field, saved in redis.hscan_iter(keys.banned_periods, count=1000):
+            name = field.decode()
+            if name.endswith(suffix):
+                scores[name[: -len(suffix)]] = banned_parts(saved.decode())[0] or 0
+        rows = await conn.fetch(
+            "SELECT user_id, sum(points)::bigint AS total FROM score_events WHERE type = 'score'"
+            " AND string_to_array(periods, ' ') @> ARRAY[$1::text] GROUP BY user_id",
+            f"{board.board_id}{PERIOD_SEP}{period.id}",
+        )
+        events = {r["user_id"]: r["total"] for r in rows}
+        out += compare_period(f"{board.board_id} {period.id}", scores, events)
+    return out

@@ -136,7 +136,7 @@ local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
 local on_boards, counted_in = {}, {}
 for _, j in ipairs(periods) do
   local a = period_arg + 5 * j
-  counted_in[#counted_in + 1] = ARGV[a] .. '=' .. ARGV[a + 1]
+  counted_in[#counted_in + 1] = ARGV[a] .. PERIOD_SEP .. ARGV[a + 1]
   local pboard, pmembers = KEYS[period_key + 2 * j], KEYS[period_key + 2 * j + 1]
   local pscore = points
   local pold = redis.call('HGET', pmembers, user)
