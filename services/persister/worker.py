@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError, ResponseError
 
 from services.persister import metrics
+from services.persister.archive import archive_due, stream_id_ms
 from services.persister.batch import Batch, StreamEntry, parse
 from services.persister.deadletters import DeadLetters
 from services.persister.errors import PG_ERRORS
@@ -35,7 +36,7 @@ from services.persister.trim import Trimmer
 from shared.clock import Clock, clock_for
 from shared.keys import BoardKeys
 from shared.lifecycle import Backoff
-from shared.redisconn import RedisClient
+from shared.redisconn import RedisClient, text
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Persister:
         self.fetcher = Fetcher(self.member, self.dead_letters)
         self.ahead = ReadAhead(self.fetcher)
         self.trimmer = Trimmer(self.member)
+        self.boards = settings.board_family()
         self._group_ready = False
 
     def stop(self) -> None:
@@ -125,9 +127,32 @@ class Persister:
         self.ahead.drop()  # read from the group as it was; the pending list says what is left
 
     async def trim(self) -> None:
-        """Trim what is persisted (keeping the tail), checkpoint it, and publish the lag."""
+        """Trim what is persisted (keeping the tail), checkpoint it, and publish the lag;
+        then archive the periods that the checkpoint has passed (``archive``)."""
         if not await self.trimmer.trim():
             self._group_ready = False  # recreated on the next pass
+            return
+        if self.boards.periodic:
+            await self.archive()
+
+    async def archive(self) -> None:
+        try:
+            seconds, micros = await self.redis.time()
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            groups = await self.redis.xinfo_groups(self.stream)
+            ours = next((g for g in groups if text(g["name"]) == self.group), None)
+            if ours is not None and ours["pending"] == 0 and ours.get("lag") == 0:
+                # Nothing unpersisted and nothing undelivered as of Redis's now: every event
+                # of a period that ended by then is in PostgreSQL.
+                persisted_ms: int | None = now_ms
+            else:
+                below = await self.store.checkpoint(self.stream, self.group)
+                persisted_ms = None if below is None else stream_id_ms(below)
+            retention = self.settings.board_retention_periods
+            await archive_due(self.store.pool, self.boards, now_ms, retention, persisted_ms)
+        except (RedisError, OSError, *PG_ERRORS) as exc:
+            # The archive transaction rolled back whole: the next pass writes it.
+            log.warning("archiving failed, retrying on the next pass: %r", exc)
 
     async def readiness(self) -> dict[str, object]:
         """Reasons the persister cannot do its job now; empty when it can."""
