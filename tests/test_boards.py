@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio
 from pydantic import ValidationError
 
 from devstack.devtoken import issue
+from services.persister.migrate import migrate
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, ScoreStore
 from shared.boards import ALL_TIME, Boards, Slots
@@ -130,9 +133,10 @@ async def test_period_keys_expire_after_the_retained_periods(
 
 
 @pytest.fixture
-async def api(redis_url: str, key_prefix: str) -> AsyncIterator[Api]:
+async def api(redis_url: str, database_url: str, key_prefix: str) -> AsyncIterator[Api]:
+    await migrate(database_url)
     async with running_api(
-        redis_url=redis_url, redis_key_prefix=key_prefix, boards=BOARDS
+        redis_url=redis_url, redis_key_prefix=key_prefix, boards=BOARDS, database_url=database_url
     ) as running:
         yield running
 
@@ -288,3 +292,77 @@ async def test_a_ban_applies_to_every_board_and_an_unban_restores_each_place(
     daily = (await api.http.get("/api/boards")).json()["boards"][1]["period"]
     ttl = await redis_client.pttl(api.keys.period_board("daily", daily))
     assert 0 < ttl <= 2 * 86_400_000
+
+
+async def test_archived_periods_are_final_and_served_from_postgres_past_retention(
+    api: Api, database_url: str
+) -> None:
+    daily = Schedule("daily")
+    today = daily.at(int(time.time() * 1000))
+    yesterday, older = daily.previous(today), daily.previous(daily.previous(today))
+    conn = await asyncpg.connect(database_url)
+    try:
+        for period, rows in ((yesterday, [("ann", 30)]), (older, [("bob", 50), ("ann", 20)])):
+            for rank, (user, score) in enumerate(rows, 1):
+                await conn.execute(
+                    "INSERT INTO board_archives VALUES ('daily', $1, $2, $3, $4, $5, now())",
+                    period.id, rank, user, user.title(), score,
+                )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO board_periods_closed (board_id, period, starts_at, ends_at, entries)"
+                " VALUES ('daily', $1, now(), now(), $2)",
+                period.id,
+                len(rows),
+            )
+    finally:
+        await conn.close()
+    kept = await api.http.get("/api/score-board", params={"board": "daily", "period": yesterday.id})
+    assert kept.json()["final"] is True  # archived; still read from Redis while kept
+    past = await api.http.get("/api/score-board", params={"board": "daily", "period": older.id})
+    assert past.status_code == 200
+    body = past.json()
+    assert (body["final"], body["total"]) == (True, 2)
+    assert [(e["rank"], e["user_id"], e["name"], e["score"]) for e in body["board"]] == [
+        (1, "bob", "Bob", 50),
+        (2, "ann", "Ann", 20),
+    ]
+    page = await api.http.get(
+        "/api/score-board", params={"board": "daily", "period": older.id, "offset": 1}
+    )
+    assert [e["user_id"] for e in page.json()["board"]] == ["ann"]
+    ranked = await api.http.get(
+        "/api/users/ann/rank", params={"board": "daily", "period": older.id, "around": 1}
+    )
+    assert (ranked.json()["rank"], [e["user_id"] for e in ranked.json()["around"]]) == (
+        2,
+        ["bob"],
+    )
+    missing = await api.http.get(
+        "/api/users/cid/rank", params={"board": "daily", "period": older.id}
+    )
+    assert missing.status_code == 404
+    current = await api.http.get("/api/score-board", params={"board": "daily"})
+    assert current.json()["final"] is False
+
+
+async def test_without_postgres_kept_periods_are_served_and_archived_ones_are_503(
+    redis_url: str, key_prefix: str
+) -> None:
+    async with running_api(
+        redis_url=redis_url,
+        redis_key_prefix=key_prefix,
+        boards=BOARDS,
+        database_url="postgresql://postgres@127.0.0.1:9/none",
+        redis_timeout_seconds=0.5,
+    ) as api:
+        daily = Schedule("daily")
+        today = daily.at(int(time.time() * 1000))
+        yesterday, older = daily.previous(today), daily.previous(daily.previous(today))
+        kept = await api.http.get(
+            "/api/score-board", params={"board": "daily", "period": yesterday.id}
+        )
+        assert (kept.status_code, kept.json()["final"]) == (200, False)
+        past = await api.http.get("/api/score-board", params={"board": "daily", "period": older.id})
+        assert past.status_code == 503
+        assert past.headers["retry-after"] == "1"
+        assert (await api.post("ann", "k1")).status_code == 200  # writes never need it

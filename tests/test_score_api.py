@@ -78,7 +78,7 @@ async def test_accepted_update_returns_result_and_appends_one_event(
     assert body["duplicate"] is False
     [event] = await stream_events(redis_client, api.keys.stream)
     assert event | {"ts": "", "seq": ""} == {
-        "v": "1",
+        "v": "2",
         "type": "score",
         "event_id": body["event_id"],
         "user_id": "alice",
@@ -92,6 +92,7 @@ async def test_accepted_update_returns_result_and_appends_one_event(
         "client_ip": "127.0.0.1",
         "request_id": "req-123",
         "user_agent": "game/1.0",
+        "periods": "",
     }
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from redis.exceptions import RedisError
@@ -20,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.score_api import boardviews, policy, validation
 from services.score_api.actions import Action, UnknownAction
+from services.score_api.archives import Archives, ArchiveUnavailable
 from services.score_api.boardcache import BoardCache
 from services.score_api.follower import CacheInvalidator
 from services.score_api.httpparts import (
@@ -77,6 +79,7 @@ PAGE_HEADERS = {
 
 
 log = logging.getLogger("services.score_api")
+T = TypeVar("T")
 
 
 # Statuses of the award script after which the board may differ from what this process last
@@ -126,6 +129,7 @@ class ScoreApi:
             timeout = settings.redis_timeout_seconds
             self.follower = CacheInvalidator(settings.redis_url, keys, self.board_cache, timeout)
         self.boards = settings.board_family()
+        self.archives = Archives(settings.database_url, settings.redis_timeout_seconds, self.clock)
         self.slots = Slots(self.boards, settings.board_retention_periods)
         self.health = Health(ready=self.ready_problems)
 
@@ -318,6 +322,34 @@ class ScoreApi:
             self.settings.board_retention_periods,
         )
 
+    async def final(self, view: boardviews.View) -> bool:
+        """Whether an ended period's archive is complete (a period Redis no longer keeps and
+        never archived is 404)."""
+        if not view.ended:
+            return False
+        if view.kept:
+            # Redis has the standings: without PostgreSQL they are served, not yet final.
+            try:
+                return await self.archives.final(view.board.board_id, view.period.id)
+            except ArchiveUnavailable:
+                return False
+        final = await self.archived(self.archives.final(view.board.board_id, view.period.id))
+        if not final:
+            raise boardviews.not_kept(view, self.settings.board_retention_periods)
+        return final
+
+    async def archived(self, read: Awaitable[T]) -> T:
+        try:
+            return await read
+        except ArchiveUnavailable:
+            raise Problem(
+                503,
+                "unavailable",
+                "the archive is unreachable; retry",
+                headers={"Retry-After": "1"},
+                reason="archive_unavailable",
+            ) from None
+
     async def list_boards(self, request: Request) -> Response:
         return json_response({"boards": boardviews.board_list(self.boards, ms(self.clock))})
 
@@ -334,14 +366,20 @@ class ScoreApi:
         BOARD_CACHE_MISSES.inc()
         # Noted before the read: an invalidation during it means the page may be stale.
         generation = self.board_cache.generation
-        board_key, _ = view.keys(self.store.keys)
-        try:
-            entries, total = await self.store.reader.page(offset, limit, board_key)
-        except RedisError:
-            self.board_cache.invalidate()
-            raise redis_unavailable() from None
+        final = await self.final(view)
+        if not view.kept:
+            entries, total = await self.archived(
+                self.archives.page(view.board.board_id, view.period.id, offset, limit)
+            )
+        else:
+            board_key, _ = view.keys(self.store.keys)
+            try:
+                entries, total = await self.store.reader.page(offset, limit, board_key)
+            except RedisError:
+                self.board_cache.invalidate()
+                raise redis_unavailable() from None
         body = orjson.dumps(
-            {"board": [e.as_dict() for e in entries], "total": total} | view.fields()
+            {"board": [e.as_dict() for e in entries], "total": total} | view.fields(final)
         )
         if cache is not None:
             cache.put(limit, offset, body, generation, now)
@@ -351,16 +389,22 @@ class ScoreApi:
         user_id = validation.user_id(request.path_params["user_id"])
         around = validation.bounded_int(request.query_params, "around", 0, 0, validation.MAX_AROUND)
         view = self.view(request)
-        board_key, members_key = view.keys(self.store.keys)
-        try:
-            found = await self.store.rank(user_id, around, board_key, members_key)
-        except RedisError:
-            raise redis_unavailable() from None
+        final = await self.final(view)
+        if not view.kept:
+            found = await self.archived(
+                self.archives.rank(view.board.board_id, view.period.id, user_id, around)
+            )
+        else:
+            board_key, members_key = view.keys(self.store.keys)
+            try:
+                found = await self.store.rank(user_id, around, board_key, members_key)
+            except RedisError:
+                raise redis_unavailable() from None
         if found is None:
             raise Problem(404, "unranked", f"user {user_id!r} has no score", reason="unranked")
         own, neighbours = found
         return json_response(
-            own.as_dict() | {"around": [e.as_dict() for e in neighbours]} | view.fields()
+            own.as_dict() | {"around": [e.as_dict() for e in neighbours]} | view.fields(final)
         )
 
     async def ready_problems(self) -> dict[str, object]:
@@ -408,6 +452,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
             finally:
                 if follower:
                     await follower.aclose()
+                await api.archives.aclose()
                 await api.redis.aclose()
 
     routes = [

@@ -1,8 +1,9 @@
 """Which board and period a read asks for (``?board=&period=``), decided without I/O.
 
 The default board is ``all-time``; the default period is the current one. An unknown board,
-a malformed period id or a future period is 422; a past period that Redis no longer keeps
-(``BOARD_RETENTION_PERIODS``) is 404, until archives serve it.
+a malformed period id or a future period is 422. A past period is read from Redis while it
+keeps it (``BOARD_RETENTION_PERIODS``), then from the archives (services.score_api.archives);
+one never archived is 404 (``not_kept``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from shared.periods import Period
 class View:
     board: Board
     period: Period
+    ended: bool = False  # the period is over: its archive may be final
+    kept: bool = True  # Redis still keeps it; else only the archives have it
 
     @property
     def all_time(self) -> bool:
@@ -34,14 +37,14 @@ class View:
         board_id, period_id = self.board.board_id, self.period.id
         return keys.period_board(board_id, period_id), keys.period_members(board_id, period_id)
 
-    def fields(self) -> dict[str, object]:
+    def fields(self, final: bool = False) -> dict[str, object]:
         """What a response says about the board and period it shows."""
         return {
             "board_id": self.board.board_id,
             "period": self.period.id,
             "starts_at": _time(self.period.start_ms),
             "ends_at": _time(self.period.end_ms),
-            "final": False,
+            "final": final,
         }
 
 
@@ -65,12 +68,17 @@ def view(boards: Boards, params: Mapping[str, str], now_ms: int, retention: int)
     kept = current
     for _ in range(retention):
         if kept == period:
-            return View(board, period)
+            return View(board, period, ended=period != current)
         kept = schedule.previous(kept)
-    raise Problem(
+    return View(board, period, ended=True, kept=False)
+
+
+def not_kept(view: View, retention: int) -> Problem:
+    return Problem(
         404,
         "period-not-kept",
-        f"period {period_id!r} of {board_id!r} is older than the {retention} periods kept",
+        f"period {view.period.id!r} of {view.board.board_id!r} is older than the {retention}"
+        " periods kept and was never archived",
         reason="period_not_kept",
     )
 
