@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bench import fanout, persist, reads, update
+from bench import boards, fanout, persist, reads, update
 from bench.report import render
 from bench.stack import ROOT, Stack, raise_fd_limit, say, temporary_dir
 from shared.keys import BoardKeys
@@ -86,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if figures["update"]["ticket"]["problems"]:
                     code = 1  # reported, and the report says why; the other scenarios run
+                figures["update"]["boards"] = boards.run(
+                    stack,
+                    workdir / update.TOKENS_FILE,
+                    seconds=seconds,
+                    connections=32,
+                    memory_users=20_000 if quick else boards.MEMORY_USERS,
+                )
+                if figures["update"]["boards"]["problems"]:
+                    code = 1
             if "reads" in args.only:
                 figures["reads"] = reads.run(
                     api, stack.redis_url, keys, users, seconds, connections=32

@@ -123,13 +123,14 @@ async def drive(api_url: str, rate: float, seconds: float) -> list[tuple[str, in
     return sent
 
 
-async def command_calls(redis_url: str) -> dict[str, int]:
+async def command_calls(redis_url: str, field: str = "calls") -> dict[str, int]:
+    """``INFO commandstats`` by command: its ``calls`` (or ``usec``, the time spent in it)."""
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         stats: dict[str, Any] = await client.info("commandstats")
     finally:
         await client.aclose()
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    return {k.removeprefix("cmdstat_"): int(v[field]) for k, v in stats.items()}
 
 
 def latencies(sent: list[tuple[str, int, float]], records: list[list[Any]]) -> list[float]:

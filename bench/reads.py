@@ -2,6 +2,7 @@
 
 The board is bulk-loaded straight into Redis in the layout the API uses (board sorted set,
 members and names hashes, arrival counter), with pipelined ZADD/HSET: fast, not through the API.
+``bench/boards.py`` loads periods of periodic boards the same way.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
@@ -23,8 +25,17 @@ MAX_PRELOADED_SCORE = 1_000_000
 CHUNK = 10_000
 
 
-async def load_board(redis_url: str, keys: BoardKeys, users: int, seed: int = 7) -> float:
-    """Rank ``users`` users u0000000.. with random scores; returns the seconds it took."""
+async def load_board(
+    redis_url: str,
+    keys: BoardKeys,
+    users: int,
+    seed: int = 7,
+    periods: Sequence[tuple[str, str]] = (),
+) -> float:
+    """Rank ``users`` users u0000000.. with random scores; returns the seconds it took.
+
+    ``periods``: (sorted set, members hash) of periods that get the same entries, as the
+    award script writes them (one member per award on every board: a user's first period)."""
     rng = random.Random(seed)
     started = time.perf_counter()
     client = Redis.from_url(redis_url)
@@ -44,6 +55,9 @@ async def load_board(redis_url: str, keys: BoardKeys, users: int, seed: int = 7)
             pipe.zadd(keys.board, board)
             pipe.hset(keys.members, mapping=members)
             pipe.hset(keys.names, mapping=names)
+            for period_board, period_members in periods:
+                pipe.zadd(period_board, board)
+                pipe.hset(period_members, mapping=members)
             await pipe.execute()
     finally:
         await client.aclose()

@@ -42,6 +42,8 @@ def verdicts(figures: dict[str, Any]) -> list[Verdict]:
                                f"{per:.3f} requests per award "
                                f"({_num(ticket['open_at_stop']):.0f} open at the stop)",
                                not ticket["problems"]))  # fmt: skip
+        if update.get("boards"):
+            out += board_verdicts(update["boards"])
     reads = figures.get("reads")
     if reads:
         r = _num(reads["board_ratio"])
@@ -165,6 +167,165 @@ def ticket_section(update: dict[str, Any]) -> list[str]:
     ]
 
 
+BOARDS_PATH = "POST with the three default periodic boards"
+ROUND_TRIPS_PATH = "Redis round trips per POST, three boards"
+MEMORY_PATH = "Redis memory per ranked user per board"
+
+
+def board_verdicts(boards: dict[str, Any]) -> list[Verdict]:
+    """Three boards against one: throughput within 10 %, no extra round trip, and the memory
+    per ranked user per board (reported: the issue sets no bound)."""
+    one, three = boards["one"], boards["three"]
+    r = _num(boards["ratio"])
+    calls = [_num(x["redis"]["script_calls_per_post"]) for x in (three, one)]
+    extra = _num(boards["extra_script_calls_per_post"])
+    shared = "" if boards.get("redis_own", True) else "; shared Redis: server-wide counts"
+    out = [
+        Verdict(BOARDS_PATH, "within 10% of one board",
+                f"{r:.2f}x ({_fmt(_num(three['rps']))} / {_fmt(_num(one['rps']))} req/s)"
+                + ("; **check failed**" if boards["problems"] else ""),
+                r >= 0.9 and not boards["problems"]),
+        Verdict(ROUND_TRIPS_PATH, "0 extra (at most 1) against one board",
+                f"{extra:+.3f} ({calls[0]:.3f} / {calls[1]:.3f} script calls per award{shared})",
+                abs(extra) < 0.01),
+    ]  # fmt: skip
+    memory = boards.get("memory")
+    if memory:
+        per = [_num(b["bytes_per_user"]) for b in memory["boards"]]
+        out.append(Verdict(MEMORY_PATH, "reported",
+                           ", ".join(f"{b['board_id']} {_fmt(x)} B" for b, x in
+                                     zip(memory["boards"], per, strict=True))
+                           + f"; names {_fmt(_num(memory['names_per_user']))} B, shared"
+                           f" (at {memory['users']:,} users)",
+                           all(not math.isnan(x) for x in per)))  # fmt: skip
+    return out
+
+
+def boards_section(boards: dict[str, Any]) -> list[str]:
+    """Three boards against one (throughput, Redis commands) and the memory per user."""
+    shared = (
+        ""
+        if boards.get("redis_own", True)
+        else " **This run used a shared Redis (REDIS_URL): other clients' commands are in "
+        "these counts.**"
+    )
+    rows = []
+    for name, label in (("one", "all-time only"), ("three", "all-time, weekly, daily")):
+        x = boards[name]
+        cost = x["redis"]
+        rows.append(
+            [
+                label,
+                " / ".join(_fmt(_num(v)) for v in x["rps_runs"]),
+                _fmt(_num(x["rps"])),
+                "1.00x" if name == "one" else f"{_num(boards['ratio']):.2f}x",
+                _fmt(_num(x["p99_us"]) / 1000, 2),
+                _fmt(_num(cost["script_calls_per_post"]), 3),
+                _fmt(_num(cost["top_level_per_post"]), 3),
+                _fmt(_num(cost["in_scripts_per_post"]), 1),
+                _fmt(_num(x.get("api_cpu_us_per_award")), 0),
+                _fmt(_num(x.get("redis_cpu_us_per_award")), 0),
+                _fmt(_num(x.get("script_us_per_award")), 0),
+            ]
+        )
+    if boards["problems"]:
+        check = "**Check failed:** " + "; ".join(boards["problems"]) + "."
+    else:
+        periods = boards["periods"]["three"]
+        check = (
+            "Checked: every POST of both APIs answered 200 with one award and one stream "
+            "event; the three-board API's entries per board: "
+            + ", ".join(f"`{k}` {v:,}" for k, v in periods.items())
+            + "; the one-board API wrote no period."
+        )
+    parts = [
+        "",
+        "### Periodic boards: three against one",
+        "",
+        "Two more APIs, started side by side for this comparison and identical but for "
+        "`BOARDS`: the all-time board alone, or the three default boards (all-time, weekly, "
+        "daily: each award also lands in the current week's and day's sorted sets, in the "
+        "same award script). Each has a key prefix of its own, so neither follows the other's "
+        "stream. Same `wrk` settings as above, after a short warm-up of each; runs in the "
+        f"order {' '.join(boards['order'])} (req/s listed in that API's order), so a drift of "
+        "the host weighs on both alike. Ratio: mean req/s of the three-board API over the "
+        "one-board API's (per round: "
+        + " / ".join(f"{_num(x):.2f}x" for x in boards["pair_ratios"])
+        + "). Redis commands from `INFO commandstats` around each run, per award: script "
+        "calls (`EVALSHA`: the award's round trips; the API pipelines concurrent ones, so "
+        "network round trips are fewer still), every command the clients sent (the same plus "
+        "the stream follower's `XREAD`), and the commands the award script ran inside Redis "
+        "(Redis CPU, no round trip). Per award: the API process's CPU (`/proc`), Redis's "
+        "CPU (`INFO cpu`) and the award script's run time (`INFO commandstats` µs of "
+        "`EVALSHA`: wall time, above the CPU when Redis is preempted); all share the 2 cores "
+        "with `wrk`." + shared,
+        "",
+        _table(
+            [
+                "BOARDS",
+                "req/s per run",
+                "mean req/s",
+                "ratio to one board",
+                "worst p99 ms",
+                "script calls / award",
+                "commands sent / award",
+                "in-script commands / award",
+                "API CPU µs / award",
+                "Redis CPU µs / award",
+                "script µs / award",
+            ],
+            rows,
+        ),
+        "",
+        check,
+    ]
+    memory = boards.get("memory")
+    if memory:
+        parts += [
+            "",
+            f"Redis memory: {memory['users']:,} users bulk-loaded into the three boards' "
+            "layout (the award script's: member `<seq>:<user_id>` on each board, "
+            f"{memory['member_chars']} characters for these {memory['user_id_chars']}-character "
+            "ids; a longer id costs more on every board), then `MEMORY USAGE <key> SAMPLES 0` "
+            "over the number of users, on the Redis of the machine table. A periodic board "
+            "holds only the users who scored in that period; the names hash is one for all "
+            "boards.",
+            "",
+            _table(
+                [
+                    "board",
+                    "period",
+                    "sorted set B",
+                    "members hash B",
+                    "bytes per ranked user",
+                    "encodings",
+                ],
+                [
+                    [
+                        f"`{b['board_id']}`",
+                        f"`{b['period']}`",
+                        _fmt(_num(b["zset_bytes"])),
+                        _fmt(_num(b["members_bytes"])),
+                        _fmt(_num(b["bytes_per_user"]), 1),
+                        f"{b['zset_encoding']}, {b['members_encoding']}",
+                    ]
+                    for b in memory["boards"]
+                ]
+                + [
+                    [
+                        "names (shared)",
+                        "",
+                        "",
+                        _fmt(_num(memory["names_bytes"])),
+                        _fmt(_num(memory["names_per_user"]), 1),
+                        memory["names_encoding"],
+                    ]
+                ],
+            ),
+        ]
+    return parts
+
+
 def render(figures: dict[str, Any], findings: str = "") -> str:
     """The whole Markdown report."""
     m = figures.get("machine", {})
@@ -221,6 +382,8 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
         ]
         if update.get("ticket"):
             parts += ticket_section(update)
+        if update.get("boards"):
+            parts += boards_section(update["boards"])
     reads = figures.get("reads")
     if reads:
         ceiling = _num(reads["ceiling"]["rps"])

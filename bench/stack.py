@@ -221,6 +221,12 @@ class Stack:
     def _servers_own_postgres(self) -> bool:
         return any(s.name == "postgres" for s in self._servers)
 
+    @property
+    def owns_redis(self) -> bool:
+        """Redis is this run's embedded one, so its server-wide counts (``INFO
+        commandstats``) are the benchmark's alone; a REDIS_URL server may serve others too."""
+        return any(s.name == "redis" for s in self._servers)
+
     def versions(self) -> dict[str, str]:
         async def query() -> dict[str, str]:
             import redis.asyncio

@@ -6,6 +6,8 @@ generator settings. The ticket run follows the plain POST run at once, with the 
 settings, so their ratio compares like with like. Both runs are counted on the server too
 (the API's request and award counters, the stream's length), and the ticket run is checked
 from those counts: each award cost exactly one start and one redeem (``ticket_problems``).
+The same POST with the three default periodic boards against one board: ``bench/boards.py``,
+run by ``python -m bench`` right after this scenario.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from shared.keys import BoardKeys
 TOKEN_USERS = 1000
 # The ticket-mode action of bench/stack.py's catalogue (min_seconds 0: redeemable at once).
 TICKET_ACTION = "bench_quest"
+# The tokens file in the run's directory (bench/boards.py reuses it).
+TOKENS_FILE = "tokens.txt"
 REQUESTS = "score_api_requests_total"
 ACCEPTED = "score_api_updates_accepted_total"
 
@@ -172,7 +176,7 @@ def run(
     redis_url: str,
     keys: BoardKeys,
 ) -> dict[str, Any]:
-    tokens = write_tokens(workdir / "tokens.txt")
+    tokens = write_tokens(workdir / TOKENS_FILE)
     say(f"update: ceiling GET /healthz, {seconds:.0f} s, {connections} connections")
     ceiling = run_wrk(f"{api.url}/healthz", seconds=seconds, connections=connections)
     say(f"update: /healthz {ceiling['rps']:.0f} req/s")

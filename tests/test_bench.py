@@ -1,6 +1,7 @@
 """The benchmark harness: percentile maths, wrk output parsing, report rendering, the counts
-that check the ticket path, the persist scenario's rows, and the ticket scenario run by wrk
-against a real API (no timing is asserted: speed is measured by the benchmark, not tested)."""
+that check the ticket path and the periodic boards' comparison, the persist scenario's rows,
+the ticket scenario and three-board POSTs run by wrk against a real API, and the board memory
+measurement (no timing is asserted: speed is measured by the benchmark, not tested)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from bench import persist, stack, update
+from bench import boards, persist, stack, update
 from bench.httpload import WrkError, parse_wrk_output
-from bench.report import TICKET_ROW, render, verdicts
+from bench.report import (
+    BOARDS_PATH,
+    MEMORY_PATH,
+    ROUND_TRIPS_PATH,
+    TICKET_ROW,
+    render,
+    verdicts,
+)
 from bench.stats import percentile, ratio, summary_ms
+from devstack.servers import Server
 from services.persister import store
 from services.persister.batch import EventRow
 from services.persister.migrate import migrate
@@ -103,6 +112,61 @@ def ticket_run(**server: float) -> dict[str, Any]:
     return update.ticket_figures(raw, CONNECTIONS)
 
 
+ONE_BOARD_DELTA = {"evalsha": 1_000, "xread": 20, "hset": 3_000, "zadd": 1_000, "info": 1}
+THREE_BOARD_DELTA = {"evalsha": 900, "xread": 18, "hset": 4_500, "zadd": 2_700, "xlen": 2}
+
+
+def post_run(rps: float, accepted: float, delta: dict[str, int], **server: float) -> dict[str, Any]:
+    """One saturation run of ``boards.post_run``: wrk's figures, the server's counts and the
+    Redis commandstats delta."""
+    counts = {
+        "score_requests": accepted,
+        "score_200": accepted,
+        "accepted": accepted,
+        "stream_events": accepted,
+    } | server
+    return wrk(rps) | {
+        "server": counts,
+        "redis_calls": delta,
+        "redis": boards.redis_cost(delta, counts["accepted"]),
+        "cpu": {"api_s": accepted * 200e-6, "redis_s": accepted * 40e-6, "script_s": 0.03},
+    }
+
+
+THREE_PERIODS = {"all-time:all": 1_000, "weekly:2030-W01": 1_000, "daily:2030-01-01": 1_000}
+
+
+def boards_run(**changes: Any) -> dict[str, Any]:
+    """The comparison's figures (as ``boards.run`` returns them) from two rounds: one board at
+    4,000 and 4,200 req/s, three at 3,800 and 3,900."""
+    runs = {
+        "one": [post_run(4_000, 1_000, ONE_BOARD_DELTA), post_run(4_200, 1_000, ONE_BOARD_DELTA)],
+        "three": [
+            post_run(3_800, 900, THREE_BOARD_DELTA),
+            post_run(3_900, 900, THREE_BOARD_DELTA),
+        ],
+    } | changes.pop("runs", {})
+    periods = {"one": {"all-time:all": 1_000}, "three": THREE_PERIODS} | changes.pop("periods", {})
+    out = boards.boards_figures(runs, boards.run_order(2), periods, changes.pop("own", True))
+    out["memory"] = {
+        "users": 100_000,
+        "load_seconds": 1.5,
+        "user_id_chars": 8,
+        "member_chars": 25,
+        "boards": [
+            {"board_id": board, "period": period, "zset_bytes": 10_000_000,
+             "members_bytes": 5_500_000, "zset_encoding": "skiplist",
+             "members_encoding": "hashtable", "bytes_per_user": 155.0}
+            for board, period in (("all-time", "all"), ("weekly", "2030-W01"),
+                                  ("daily", "2030-01-01"))
+        ],
+        "names_bytes": 3_900_000,
+        "names_encoding": "hashtable",
+        "names_per_user": 39.0,
+    }  # fmt: skip
+    return out
+
+
 def figures() -> dict[str, Any]:
     level = {
         "clients": 10_000,
@@ -131,6 +195,7 @@ def figures() -> dict[str, Any]:
             "ticket_ratio": 0.48,
             "half": wrk(3_500, p99_us=12_000),
             "half_target_rps": 3_500,
+            "boards": boards_run(),
             "ratio": 0.7,
             "connections": 32,
             "seconds": 10,
@@ -304,6 +369,146 @@ def test_a_run_from_before_tickets_renders_without_them() -> None:
     assert "ticket" not in text.split("## 2.")[0].lower()
 
 
+def test_the_award_scripts_commands_are_read_from_its_source() -> None:
+    assert {"zadd", "hset", "zrank", "pexpireat", "xadd", "time"} <= boards.AWARD_COMMANDS
+    assert not boards.AWARD_COMMANDS & boards.SCRIPT_CALLS
+    source = """redis.call('ZADD', k, 1, m) redis.pcall( "hGet", h, f) -- redis.call(name)"""
+    assert boards.script_commands(source) == {"zadd", "hget"}
+
+
+def test_redis_cost_splits_round_trips_from_commands_run_inside_the_script() -> None:
+    delta = {"evalsha": 1_000, "xread": 50, "hset": 3_000, "zadd": 1_000, "info": 1, "xlen": 2}
+    cost = boards.redis_cost(delta, 1_000)
+    assert cost["script_calls"] == 1_000
+    assert cost["script_calls_per_post"] == 1.0
+    assert cost["top_level"] == 1_050  # EVALSHA and the follower's XREAD, not the harness's
+    assert cost["top_level_per_post"] == 1.05
+    assert cost["in_scripts"] == 4_000
+    assert cost["in_scripts_per_post"] == 4.0
+    assert math.isnan(boards.redis_cost(delta, 0)["script_calls_per_post"])
+
+
+def test_the_runs_alternate_so_a_drift_weighs_on_both_boards() -> None:
+    assert boards.run_order(2) == ["one", "three", "three", "one"]
+    assert boards.run_order(3) == ["one", "three", "three", "one", "one", "three"]
+
+
+def test_the_comparison_gives_the_ratio_of_means_and_the_extra_round_trips() -> None:
+    run = boards_run()
+    assert run["problems"] == []
+    assert run["one"]["rps"] == 4_100
+    assert run["three"]["rps"] == 3_850
+    assert run["ratio"] == 3_850 / 4_100
+    assert run["pair_ratios"] == [3_800 / 4_000, 3_900 / 4_200]
+    assert run["one"]["redis"]["awards"] == 2_000  # summed over the runs
+    assert run["three"]["redis"]["script_calls_per_post"] == 1.0
+    assert run["extra_script_calls_per_post"] == 0
+    assert run["three"]["redis"]["in_scripts_per_post"] == 8.0
+    assert run["one"]["p99_us"] == 2_000
+    assert run["one"]["api_cpu_us_per_award"] == pytest.approx(200)
+    assert run["one"]["redis_cpu_us_per_award"] == pytest.approx(40)
+    assert run["three"]["script_us_per_award"] == pytest.approx(0.06 / 1_800 * 1e6)
+
+
+def test_a_second_script_call_per_award_shows_as_an_extra_round_trip() -> None:
+    twice = THREE_BOARD_DELTA | {"evalsha": 1_800}
+    run = boards_run(runs={"three": [post_run(3_800, 900, twice), post_run(3_900, 900, twice)]})
+    assert run["extra_script_calls_per_post"] == 1.0
+    met = {v.path: v.met for v in verdicts({"update": figures()["update"] | {"boards": run}})}
+    assert met[ROUND_TRIPS_PATH] is False
+
+
+@pytest.mark.parametrize(
+    ("runs", "periods", "why"),
+    [
+        ({"one": [post_run(4_000, 0, ONE_BOARD_DELTA)] * 2}, {}, "one board, run 1: no award"),
+        ({"three": [post_run(3_800, 900, THREE_BOARD_DELTA, score_200=899)] * 2}, {},
+         "three boards, run 1: 900 POSTs, 899 answered 200"),
+        ({"three": [post_run(3_800, 900, THREE_BOARD_DELTA, stream_events=1)] * 2}, {},
+         "1 stream events for 900 awards"),
+        ({"one": [post_run(4_000, 1_000, ONE_BOARD_DELTA) | {"errors": 3}] * 2}, {},
+         "3 wrk errors"),
+        ({}, {"three": {"all-time:all": 1_000, "weekly:2030-W01": 1_000}},
+         "daily periods hold [] entries for 1000"),
+        ({}, {"three": THREE_PERIODS | {"daily:2030-01-01": 990}},
+         "daily periods hold [990] entries for 1000"),
+        ({}, {"one": {"all-time:all": 1_000, "weekly:2030-W01": 1_000}},
+         "periods of boards it does not have: ['weekly:2030-W01']"),
+    ],
+)  # fmt: skip
+def test_the_boards_check_names_what_is_off(
+    runs: dict[str, Any], periods: dict[str, Any], why: str
+) -> None:
+    problems = boards_run(runs=runs, periods=periods)["problems"]
+    assert any(why in problem for problem in problems), problems
+
+
+def test_a_period_boundary_inside_the_runs_is_no_problem() -> None:
+    split = THREE_PERIODS | {"daily:2030-01-01": 400, "daily:2030-01-02": 700}
+    assert boards_run(periods={"three": split})["problems"] == []
+
+
+def test_report_puts_three_boards_next_to_one_with_round_trips_and_memory() -> None:
+    text = render(figures())
+    assert "### Periodic boards: three against one" in text
+    row = next(line for line in text.splitlines() if line.startswith("| all-time, weekly, daily |"))
+    assert "| 3,800 / 3,900 | 3,850 | 0.94x |" in row
+    # Script calls, commands sent, in-script commands; API, Redis and script µs; per award.
+    assert "| 1.000 | 1.020 | 8.0 | 200 | 40 | 33 |" in row
+    one = next(line for line in text.splitlines() if line.startswith("| all-time only |"))
+    assert "| 4,000 / 4,200 | 4,100 | 1.00x |" in one
+    assert "order one three three one" in text
+    assert (
+        "| `weekly` | `2030-W01` | 10,000,000 | 5,500,000 | 155.0 | skiplist, hashtable |" in text
+    )
+    assert "| names (shared) |  |  | 3,900,000 | 39.0 | hashtable |" in text
+    assert "`daily:2030-01-01` 1,000" in text
+    verdict = {v.path: v for v in verdicts(figures())}
+    assert verdict[BOARDS_PATH].met is True  # 0.94x: within 10 %
+    assert verdict[BOARDS_PATH].measured == "0.94x (3,850 / 4,100 req/s)"
+    assert verdict[ROUND_TRIPS_PATH].met is True
+    assert verdict[ROUND_TRIPS_PATH].measured.startswith("+0.000 (1.000 / 1.000 script calls")
+    assert verdict[MEMORY_PATH].met is True
+    assert verdict[MEMORY_PATH].measured == (
+        "all-time 155 B, weekly 155 B, daily 155 B; names 39 B, shared (at 100,000 users)"
+    )
+
+
+def test_three_boards_beyond_ten_percent_or_a_failed_check_miss_the_target() -> None:
+    slow = boards_run(
+        runs={"three": [post_run(3_000, 900, THREE_BOARD_DELTA), post_run(3_100, 900, {})]}
+    )
+    assert slow["ratio"] < 0.9
+    met = {v.path: v.met for v in verdicts({"update": figures()["update"] | {"boards": slow}})}
+    assert met[BOARDS_PATH] is False
+    failed = boards_run(periods={"three": {"all-time:all": 1_000}})
+    update_figures = figures()["update"] | {"boards": failed}
+    verdict = {v.path: v for v in verdicts({"update": update_figures})}
+    assert verdict[BOARDS_PATH].met is False
+    assert "check failed" in verdict[BOARDS_PATH].measured
+    assert "**Check failed:** three boards: weekly periods hold []" in render(
+        figures() | {"update": update_figures}
+    )
+
+
+def test_round_trips_counted_on_a_shared_redis_say_so() -> None:
+    shared = figures()
+    shared["update"]["boards"] = boards_run(own=False)
+    text = render(shared)
+    assert "shared Redis: server-wide counts" in text
+    assert "This run used a shared Redis (REDIS_URL)" in text
+    assert "shared Redis" not in render(figures())
+
+
+def test_a_run_from_before_periodic_boards_renders_without_them() -> None:
+    old = figures()
+    del old["update"]["boards"]
+    text = render(old)
+    assert "## 1. Update path" in text
+    assert "Periodic boards" not in text
+    assert BOARDS_PATH not in {v.path for v in verdicts(old)}
+
+
 def test_the_copy_ceiling_writes_every_column_the_persister_inserts() -> None:
     inserted = re.search(r"INSERT INTO score_events \(([^)]*)\)", store._INSERT_EVENTS)
     assert inserted is not None
@@ -360,3 +565,42 @@ async def test_the_ticket_check_fails_when_redeems_are_refused(
         )
     assert any("redeem_refused" in problem for problem in run["problems"])
     assert any("no award landed" in problem for problem in run["problems"])
+
+
+async def test_board_memory_measures_every_board_of_the_loaded_users_and_cleans_up(
+    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    keys = BoardKeys(key_prefix, "global")
+    memory = await boards.board_memory(redis_url, keys, 300)
+    assert [b["board_id"] for b in memory["boards"]] == ["all-time", "weekly", "daily"]
+    assert memory["boards"][0]["period"] == "all"
+    for board in memory["boards"]:
+        assert board["zset_bytes"] > 0
+        assert board["members_bytes"] > 0
+        assert board["bytes_per_user"] == (board["zset_bytes"] + board["members_bytes"]) / 300
+        assert board["zset_encoding"] == "skiplist"  # past the listpack size, as a real board
+    assert memory["names_per_user"] > 0
+    assert memory["member_chars"] == len("0000000000000001:u0000000")
+    assert not [key async for key in redis_client.scan_iter(match=f"{{{key_prefix}*")]
+
+
+async def test_three_board_posts_cost_one_script_call_per_award_against_a_real_api(
+    own_redis: Server, key_prefix: str, tmp_path: Path
+) -> None:
+    keys = BoardKeys(key_prefix, "global")
+    tokens = update.write_tokens(tmp_path / "tokens.txt", count=50)
+    env = {"BOARDS": json.dumps(boards.THREE_BOARDS)}
+    async with api_process(own_redis.url, key_prefix, None, **env) as url:
+        run = await asyncio.to_thread(
+            boards.post_run, url, tokens, own_redis.url, keys, seconds=1, connections=4, tag="t"
+        )
+    periods = await boards.period_counts(own_redis.url, keys)
+    assert {key.split(":")[0] for key in periods} == {"all-time", "weekly", "daily"}
+    assert boards.boards_problems({"three": [run]}, {"three": periods}) == []
+    cost = run["redis"]
+    assert cost["awards"] == run["server"]["accepted"] > 0
+    # This Redis serves this test alone: one EVALSHA per award and no other script call.
+    assert cost["script_calls"] == cost["awards"]
+    assert run["redis_calls"]["pexpireat"] == 4 * cost["awards"]  # 2 periods x 2 keys
+    assert math.isnan(run["cpu"]["api_s"])  # no pid given
+    assert run["cpu"]["redis_s"] >= run["cpu"]["script_s"] > 0
