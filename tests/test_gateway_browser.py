@@ -8,10 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
@@ -38,6 +40,16 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 SCREENSHOTS = Path("/tmp")
 # One ticket action that may be completed 2 s after its start: the panel's whole wait.
 QUEST = {"quest": {"points": 10, "mode": "ticket", "min_seconds": 2, "max_seconds": 60}}
+# Three boards: one that never resets, one a day, and one every 10 s (the shortest allowed).
+BOARDS: dict[str, Any] = {
+    "all-time": {"reset": "never"},
+    "daily": {"reset": "daily"},
+    "tens": {"reset": "interval", "interval_seconds": 10},
+}
+RESETS_IN = re.compile(r"^resets in (\d+ d( \d+ h)?|\d+ h( \d+ min)?|\d+ min( \d+ s)?|\d+ s)$")
+RESETS_IN_SECONDS = re.compile(r"^resets in ([1-9]|10) s$")
+INTERVAL_PERIOD = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+UNITS = {"d": 86_400, "h": 3_600, "min": 60, "s": 1}
 
 
 @dataclass
@@ -90,8 +102,14 @@ async def open_site(redis_url: str, key_prefix: str, **api: Any) -> AsyncIterato
     """The score API (with ``api`` as ApiSettings keywords) and the gateway, both real."""
     api_port, gateway_port = free_port(), free_port()
     origin = f"http://127.0.0.1:{api_port}"
+    # The gateway serves the same family of boards as the API, or the page's tabs lead nowhere.
+    boards = {"boards": api["boards"]} if "boards" in api else {}
     async with run_gateway(
-        redis_url, key_prefix, gateway_port=gateway_port, gateway_allowed_origins=[origin]
+        redis_url,
+        key_prefix,
+        gateway_port=gateway_port,
+        gateway_allowed_origins=[origin],
+        **boards,
     ) as gateway:
         settings = ApiSettings(
             redis_url=redis_url, redis_key_prefix=key_prefix, api_gateway_url=gateway.url, **api
@@ -153,6 +171,9 @@ async def test_page_shows_the_board_and_live_updates_and_names_stay_text(
         await expect(board).to_have_count(2)
         await expect(board.nth(0).locator(".name")).to_have_text("Alice")
         await expect(board.nth(0).locator(".score")).to_have_text("25")
+        # One board (the default BOARDS): no tabs, no period, the page as before boards.
+        await expect(page.locator("#tabs")).to_be_hidden()
+        await expect(page.locator("#period")).to_be_hidden()
 
         await site.award("bob", name="Bob", action="achievement_unlocked")
         bob = page.locator('#board li[data-user-id="bob"]')
@@ -342,6 +363,7 @@ async def test_page_reconnects_after_a_gateway_restart(browser: Browser, site: S
             site.settings.redis_key_prefix,
             gateway_port=site.gateway_port,
             gateway_allowed_origins=[site.url],
+            boards=site.settings.boards,
         ):
             await expect(page.locator("#status")).to_have_attribute(
                 "data-state", "live", timeout=20_000
@@ -387,7 +409,7 @@ async def test_page_resyncs_after_a_lost_diff(browser: Browser, site: Site) -> N
         server.on_message(to_page)
         route.on_message(to_server)
 
-    await page.route_web_socket(re.compile(r".*/ws/score$"), relay)
+    await page.route_web_socket(re.compile(r".*/ws/score(\?.*)?$"), relay)
     try:
         await page.goto(site.url)
         await expect(page.locator("#status")).to_have_attribute("data-state", "live")
@@ -409,3 +431,197 @@ async def test_page_resyncs_after_a_lost_diff(browser: Browser, site: Site) -> N
         assert shown == [entry["user_id"] for entry in board]
     finally:
         await page.close()
+
+
+def shown_seconds(text: str) -> int:
+    """What a countdown such as "resets in 3 h 12 min" says, in seconds."""
+    return sum(int(n) * UNITS[unit] for n, unit in re.findall(r"(\d+) (d|h|min|s)\b", text))
+
+
+async def current_periods(site: Site) -> dict[str, dict[str, Any]]:
+    """GET /api/boards, by board id."""
+    response = await site.http.get("/api/boards")
+    assert response.status_code == 200, response.text
+    return {entry["board_id"]: entry for entry in response.json()["boards"]}
+
+
+def seconds_until(ends_at: str) -> float:
+    return datetime.fromisoformat(ends_at).timestamp() - time.time()
+
+
+async def test_tabs_switch_boards_and_count_down_to_each_reset_without_a_reload(
+    browser: Browser, redis_url: str, key_prefix: str
+) -> None:
+    """A tab per board; the selected one's period and a countdown to its reset, counted from
+    the server's times (the page's wall clock is an hour off, which must not show); switching
+    tabs switches the subscription; the 10 s board empties at its boundary. One page load."""
+    async with open_site(redis_url, key_prefix, boards=BOARDS) as site:
+        page, problems = await open_page(browser, site, 1280, 800, clock="behind")
+        loads: list[object] = []
+        page.on("load", lambda loaded: loads.append(loaded))  # any load from now on is a reload
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.evaluate("window.loadedOnce = true")
+        try:
+            board, rows = page.locator("#board"), page.locator("#board li")
+            period_id, resets = page.locator("#period-id"), page.locator("#resets")
+            tabs = page.get_by_role("tab")
+            await expect(page.get_by_role("tablist")).to_be_visible()
+            await expect(tabs).to_have_text(["all-time", "daily", "tens"])
+            await expect(page.locator("#tab-all-time")).to_have_attribute("aria-selected", "true")
+            await expect(board).to_have_attribute("data-period", "all")
+            await expect(page.locator("#period")).to_be_hidden()  # all-time never resets
+
+            daily = page.locator("#tab-daily")
+            await daily.click()
+            await expect(daily).to_have_attribute("aria-selected", "true")
+            await expect(page.locator("#tab-all-time")).to_have_attribute("aria-selected", "false")
+            await expect(page.locator("#board-panel")).to_have_attribute(
+                "aria-labelledby", "tab-daily"
+            )
+            periods = await current_periods(site)
+            await expect(board).to_have_attribute("data-period", periods["daily"]["period"])
+            await expect(period_id).to_have_text(periods["daily"]["period"])
+            await expect(resets).to_have_text(RESETS_IN)
+            left = seconds_until(periods["daily"]["ends_at"])
+            assert abs(shown_seconds(await resets.inner_text()) - left) < 70
+            await expect(page.locator("#empty")).to_be_visible()
+
+            await site.award("dana", name="Dana")
+            await expect(page.locator('#board li[data-user-id="dana"] .score')).to_have_text("25")
+            await expect(rows).to_have_count(1)
+
+            # The keyboard: the arrow moves the selection, and the focus, to the next tab.
+            await expect(daily).to_be_focused()
+            await page.keyboard.press("ArrowRight")
+            tens = page.locator("#tab-tens")
+            await expect(tens).to_have_attribute("aria-selected", "true")
+            await expect(tens).to_be_focused()
+            await expect(board).to_have_attribute("data-board", "tens")
+            await expect(board).to_have_attribute("data-period", INTERVAL_PERIOD)
+            await expect(resets).to_have_text(RESETS_IN_SECONDS)
+            first = await board.get_attribute("data-period")
+            assert first is not None
+            await expect(period_id).to_have_text(first)
+
+            # Enough of the period left to see an award in it: else wait for the next one.
+            if shown_seconds(await resets.inner_text()) < 4:
+                await expect(board).not_to_have_attribute("data-period", first, timeout=11_000)
+                first = await board.get_attribute("data-period")
+                assert first is not None
+                await expect(resets).to_have_text(RESETS_IN_SECONDS)
+            periods = await current_periods(site)
+            shown = shown_seconds(await resets.inner_text())
+            if periods["tens"]["period"] == first:
+                assert abs(shown - seconds_until(periods["tens"]["ends_at"])) < 2.5
+            await site.award("tess", name="Tess", action="match_win")
+            await expect(page.locator('#board li[data-user-id="tess"] .score')).to_have_text("20")
+            await page.screenshot(path=SCREENSHOTS / "board-tabs.png")
+
+            # The boundary: the new period's snapshot (empty), its id and a new countdown.
+            await expect(board).not_to_have_attribute("data-period", first, timeout=11_000)
+            await expect(rows).to_have_count(0)
+            await expect(page.locator("#empty")).to_be_visible()
+            second = await board.get_attribute("data-period")
+            assert second is not None
+            assert INTERVAL_PERIOD.match(second)
+            assert second > first
+            await expect(period_id).to_have_text(second)
+            await expect(resets).to_have_text(RESETS_IN_SECONDS)
+            assert (await current_periods(site))["tens"]["period"] == second
+
+            # Back to daily: its period still holds both awards.
+            await page.locator("#tab-daily").click()
+            await expect(page.locator('#board li[data-user-id="tess"] .score')).to_have_text("20")
+            await expect(rows).to_have_count(2)
+
+            assert loads == []
+            assert await page.evaluate("window.loadedOnce === true")
+            assert [url.rpartition("?")[2] for url in sockets] == [
+                "board=daily",
+                "board=tens",
+                "board=daily",
+            ]
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.screenshot(path=SCREENSHOTS / "board-tabs-phone.png", full_page=True)
+            assert problems == []
+        finally:
+            await page.close()
+
+
+async def test_a_reconnect_follows_the_selected_board(
+    browser: Browser, redis_url: str, key_prefix: str
+) -> None:
+    async with open_site(redis_url, key_prefix, boards=BOARDS) as site:
+        page, problems = await open_page(browser, site, 390, 844)
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        try:
+            status, board = page.locator("#status"), page.locator("#board")
+            await page.locator("#tab-daily").click()
+            daily = (await current_periods(site))["daily"]["period"]
+            await expect(board).to_have_attribute("data-period", daily)
+            await site.gateway.shutdown()
+            await expect(status).to_have_attribute("data-state", "reconnecting")
+            await site.award("dave", name="Dave")
+            async with run_gateway(
+                site.settings.redis_url,
+                site.settings.redis_key_prefix,
+                gateway_port=site.gateway_port,
+                gateway_allowed_origins=[site.url],
+                boards=BOARDS,
+            ):
+                await expect(status).to_have_attribute("data-state", "live", timeout=20_000)
+                await expect(page.locator('#board li[data-user-id="dave"] .score')).to_have_text(
+                    "25"
+                )
+            await expect(page.locator("#tab-daily")).to_have_attribute("aria-selected", "true")
+            assert len(sockets) >= 2
+            assert all(url.endswith("?board=daily") for url in sockets)
+            assert problems == []
+        finally:
+            await page.close()
+
+
+async def test_frames_naming_another_board_are_ignored(
+    browser: Browser, redis_url: str, key_prefix: str
+) -> None:
+    """A late frame of the board left behind (injected here into the new board's socket)
+    must not reach the table."""
+    async with open_site(redis_url, key_prefix, boards=BOARDS) as site:
+        await site.award("erin", name="Erin")
+        page = await browser.new_page()
+        routes: list[WebSocketRoute] = []
+
+        def relay(route: WebSocketRoute) -> None:
+            route.connect_to_server()  # relays both ways, untouched
+            routes.append(route)
+
+        await page.route_web_socket(re.compile(r".*/ws/score\?board=.*$"), relay)
+        try:
+            board = page.locator("#board")
+            await page.goto(site.url)
+            await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+            await page.locator("#tab-daily").click()
+            daily = (await current_periods(site))["daily"]["period"]
+            await expect(board).to_have_attribute("data-period", daily)
+            await expect(page.locator('#board li[data-user-id="erin"]')).to_have_count(1)
+            ghost = {"rank": 1, "user_id": "ghost", "name": "Ghost", "score": 999}
+            routes[-1].send(
+                orjson.dumps(
+                    {
+                        "type": "snapshot",
+                        "version": 10**6,
+                        "board_id": "all-time",
+                        "period": "all",
+                        "board": [ghost],
+                    }
+                ).decode()
+            )
+            await site.award("frank", name="Frank", action="match_win")  # a frame after it
+            await expect(page.locator('#board li[data-user-id="frank"] .score')).to_have_text("20")
+            await expect(page.locator('#board li[data-user-id="ghost"]')).to_have_count(0)
+            await expect(board).to_have_attribute("data-period", daily)
+            assert await board.get_attribute("data-version") != str(10**6)
+        finally:
+            await page.close()

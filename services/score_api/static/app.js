@@ -7,19 +7,49 @@
   const BACKOFF_CAP_MS = 15000;
   // The gateway pings every 25 s; two missed pings mean the connection is dead.
   const SILENCE_MS = 60000;
+  // The board the page follows until the visitor picks another (always one of BOARDS).
+  const ALL_TIME = "all-time";
+  // GET /api/boards is fetched again when its answer no longer matches the board shown:
+  // first after this long, then twice as long each time, up to the cap.
+  const BOARDS_RETRY_MS = 500;
+  const BOARDS_RETRY_CAP_MS = 30000;
 
   const $ = (id) => document.getElementById(id);
   const boardEl = $("board");
   const emptyEl = $("empty");
   const statusEl = $("status");
   const statusText = $("status-text");
+  const tabsEl = $("tabs");
+  const panelEl = $("board-panel");
+  const periodEl = $("period");
+  const periodIdEl = $("period-id");
+  const resetsEl = $("resets");
+
+  // The local clock only measures intervals: performance.now() is monotonic and the server's
+  // times are never compared with this device's wall clock, which may be off by minutes.
+  const now = () => performance.now();
 
   let board = [];
   let version = null;
+  let period = null; // the period the table shows, as the frames name it
   let attempt = 0;
   let socket = null;
   let silenceTimer = null;
   let retryTimer = null;
+  let gatewayBase = null; // the gateway's URL, without ?board=
+  let selectedBoard = ALL_TIME;
+
+  // The boards of GET /api/boards, each with its current period. ends_at is on the server's
+  // clock: it becomes a deadline on now() when the answer arrives (see serverTime).
+  const boards = {
+    list: [], // [{ id, reset, period, endsAt }], endsAt a now() or null (all-time)
+    loaded: false,
+    inFlight: false,
+    retryMs: BOARDS_RETRY_MS,
+    notBefore: 0, // now() before which it is not fetched again
+    timer: null,
+    ticker: null,
+  };
 
   // Same rule as services/broadcast_gateway/protocol.py apply_diff.
   function applyDiff(rows, changes, size) {
@@ -66,10 +96,204 @@
       }
     });
     boardEl.dataset.version = version === null ? "" : String(version);
+    boardEl.dataset.board = selectedBoard;
+    boardEl.dataset.period = period === null ? "" : period;
     emptyEl.hidden = board.length > 0;
   }
 
-  function onMessage(event) {
+  // Boards, tabs and the period
+
+  function entryOf(id) {
+    return boards.list.find((entry) => entry.id === id) || null;
+  }
+
+  // The server's wall clock as ``response`` arrives: this device's own unless the answer's
+  // Date (whole seconds) differs from it by more than its resolution and a round trip, e.g.
+  // on a device an hour off. Only ends_at minus this is kept: a duration from the answer.
+  function serverTime(response) {
+    const local = Date.now();
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (!Number.isFinite(date) || Math.abs(date - local) < 2000) return local;
+    return date + 500; // the middle of the second the header names
+  }
+
+  // True when the selected board's entry no longer describes the period shown: the table
+  // moved to another period, or the entry's period has ended by the countdown.
+  function boardsStale() {
+    if (!boards.loaded) return true;
+    const entry = entryOf(selectedBoard);
+    if (!entry || entry.endsAt === null) return false;
+    return (period !== null && entry.period !== period) || now() >= entry.endsAt;
+  }
+
+  async function fetchBoards() {
+    if (boards.inFlight) return;
+    boards.inFlight = true;
+    clearTimeout(boards.timer);
+    try {
+      const response = await fetch("/api/boards", { cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      const received = now();
+      const server = serverTime(response);
+      boards.list = body.boards.map((b) => ({
+        id: String(b.board_id),
+        reset: String(b.reset),
+        period: String(b.period),
+        endsAt: b.ends_at ? received + (Date.parse(b.ends_at) - server) : null,
+      }));
+      boards.loaded = boards.list.length > 0;
+    } catch {
+      // keep what we had; retried below
+    } finally {
+      boards.inFlight = false;
+    }
+    if (boards.loaded && !entryOf(selectedBoard)) {
+      selectBoard(boards.list[0].id); // the selected board is gone from BOARDS
+    }
+    if (boardsStale()) {
+      boards.notBefore = now() + boards.retryMs;
+      boards.timer = setTimeout(refreshBoards, boards.retryMs);
+      boards.retryMs = Math.min(BOARDS_RETRY_CAP_MS, boards.retryMs * 2);
+    } else {
+      boards.retryMs = BOARDS_RETRY_MS;
+      boards.notBefore = 0;
+    }
+    renderTabs();
+    renderPeriod();
+  }
+
+  // Fetches the boards again when they are stale, at most as often as the backoff allows.
+  function refreshBoards() {
+    if (boards.inFlight) return;
+    if (!boardsStale()) boards.retryMs = BOARDS_RETRY_MS;
+    else if (now() >= boards.notBefore) fetchBoards();
+  }
+
+  function makeTab(entry) {
+    const tab = document.createElement("button");
+    tab.type = "button";
+    tab.className = "tab";
+    tab.id = `tab-${entry.id}`; // board ids are [a-z0-9_-]
+    tab.dataset.board = entry.id;
+    tab.setAttribute("role", "tab");
+    tab.setAttribute("aria-controls", "board-panel");
+    tab.textContent = entry.id;
+    return tab;
+  }
+
+  // One tab per board; with a single board the tab list stays hidden and the page is as it
+  // was before boards existed.
+  function renderTabs() {
+    const ids = boards.list.map((entry) => entry.id).join(" ");
+    if (tabsEl.dataset.ids !== ids) {
+      tabsEl.replaceChildren(...boards.list.map(makeTab));
+      tabsEl.dataset.ids = ids;
+    }
+    for (const tab of tabsEl.children) {
+      const on = tab.dataset.board === selectedBoard;
+      tab.setAttribute("aria-selected", String(on));
+      tab.tabIndex = on ? 0 : -1;
+    }
+    tabsEl.hidden = boards.list.length < 2;
+    if (tabsEl.hidden) {
+      panelEl.removeAttribute("role");
+      panelEl.removeAttribute("aria-labelledby");
+      panelEl.removeAttribute("tabindex");
+    } else {
+      panelEl.setAttribute("role", "tabpanel");
+      panelEl.setAttribute("aria-labelledby", `tab-${selectedBoard}`);
+      panelEl.tabIndex = 0; // the panel holds nothing focusable: Tab from the tabs lands on it
+    }
+  }
+
+  function untilReset(seconds) {
+    const s = Math.max(0, Math.ceil(seconds));
+    if (s < 60) return `${s} s`;
+    const m = Math.floor(s / 60) % 60;
+    if (s < 600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
+    if (s < 3600) return `${m} min`;
+    const h = Math.floor(s / 3600) % 24;
+    if (s < 86400) return `${Math.floor(s / 3600)} h${m ? ` ${m} min` : ""}`;
+    return `${Math.floor(s / 86400)} d${h ? ` ${h} h` : ""}`;
+  }
+
+  function resetText(entry, shown) {
+    if (entry.period !== shown) return "resetting…"; // until the boards are fetched again
+    const left = (entry.endsAt - now()) / 1000;
+    return left > 0 ? `resets in ${untilReset(left)}` : "resetting…";
+  }
+
+  // The period line of a periodic board: its period id and the countdown to its reset.
+  function renderPeriod() {
+    const entry = entryOf(selectedBoard);
+    const periodic = entry !== null && entry.endsAt !== null;
+    periodEl.hidden = !periodic;
+    if (periodic) {
+      const shown = period === null ? entry.period : period;
+      setText(periodIdEl, shown);
+      setText(resetsEl, resetText(entry, shown));
+    }
+    if (periodic && boards.ticker === null) {
+      boards.ticker = setInterval(() => {
+        refreshBoards();
+        renderPeriod();
+      }, 250);
+    } else if (!periodic && boards.ticker !== null) {
+      clearInterval(boards.ticker);
+      boards.ticker = null;
+    }
+  }
+
+  // Switching boards: the table starts over from the new board's snapshot, on a new socket.
+  function selectBoard(id) {
+    if (id === selectedBoard) return;
+    selectedBoard = id;
+    board = [];
+    version = null;
+    period = null;
+    attempt = 0;
+    render(new Set());
+    renderTabs();
+    renderPeriod();
+    refreshBoards();
+    if (gatewayBase !== null) subscribe();
+  }
+
+  function subscribe() {
+    clearTimeout(retryTimer);
+    clearTimeout(silenceTimer);
+    const old = socket;
+    socket = null; // its close and any late frame are ignored from now on
+    if (old) old.close(1000, "board switched");
+    connect();
+  }
+
+  function onTabKey(event) {
+    const tabs = Array.from(tabsEl.children);
+    const at = tabs.findIndex((tab) => tab.dataset.board === selectedBoard);
+    let next;
+    if (event.key === "ArrowRight" || event.key === "ArrowDown") next = (at + 1) % tabs.length;
+    else if (event.key === "ArrowLeft" || event.key === "ArrowUp") {
+      next = (at - 1 + tabs.length) % tabs.length;
+    } else if (event.key === "Home") next = 0;
+    else if (event.key === "End") next = tabs.length - 1;
+    else return;
+    event.preventDefault();
+    selectBoard(tabs[next].dataset.board);
+    tabs[next].focus();
+  }
+
+  tabsEl.addEventListener("click", (event) => {
+    const tab = event.target.closest('[role="tab"]');
+    if (tab) selectBoard(tab.dataset.board);
+  });
+  tabsEl.addEventListener("keydown", onTabKey);
+
+  // The live feed
+
+  function onMessage(ws, event) {
+    if (ws !== socket) return; // a late frame of a socket this page has left
     armSilenceTimer();
     let msg;
     try {
@@ -77,10 +301,16 @@
     } catch {
       return;
     }
+    if (msg.type !== "snapshot" && msg.type !== "diff") return;
+    // A gateway older than the boards names none: its frames are the all-time board's.
+    if ((msg.board_id ?? ALL_TIME) !== selectedBoard) return;
+    const framePeriod = msg.period ?? null;
     if (msg.type === "snapshot") {
-      const before = new Map(board.map((e) => [e.rank, e]));
+      // Highlight what changed within one period; a new period is a new board.
+      const before = new Map(framePeriod === period ? board.map((e) => [e.rank, e]) : []);
       board = msg.board;
       version = msg.version;
+      period = framePeriod;
       attempt = 0;
       const changed = new Set(
         board.filter((e) => {
@@ -90,8 +320,9 @@
       );
       render(changed);
       setStatus("live", "Live");
-    } else if (msg.type === "diff") {
-      if (version === null || msg.base !== version) {
+    } else {
+      // A diff never spans two periods: one of another period means a snapshot was missed.
+      if (version === null || msg.base !== version || framePeriod !== period) {
         resync();
         return;
       }
@@ -104,6 +335,8 @@
       version = msg.version;
       render(new Set(msg.changes.map((c) => c.rank)));
     }
+    refreshBoards(); // a new period: its end comes from GET /api/boards
+    renderPeriod();
   }
 
   function resync() {
@@ -116,33 +349,40 @@
     silenceTimer = setTimeout(() => socket && socket.close(4000, "silent"), SILENCE_MS);
   }
 
-  function scheduleReconnect(url) {
+  function scheduleReconnect() {
     // Full jitter: spread reconnects of many browsers after a gateway restart.
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
     const delay = Math.random() * ceiling;
     attempt += 1;
     setStatus("reconnecting", `Reconnecting in ${Math.ceil(delay / 1000)} s…`);
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(() => connect(url), delay);
+    retryTimer = setTimeout(connect, delay);
   }
 
-  function connect(url) {
+  // The selected board's feed: ?board=<id> on the gateway's URL.
+  function boardUrl() {
+    const url = new URL(gatewayBase, location.href);
+    url.searchParams.set("board", selectedBoard);
+    return url.href;
+  }
+
+  function connect() {
     setStatus(attempt ? "reconnecting" : "connecting", attempt ? "Reconnecting…" : "Connecting…");
     let ws;
     try {
-      ws = new WebSocket(url);
+      ws = new WebSocket(boardUrl());
     } catch {
       setStatus("offline", "Invalid gateway URL");
       return;
     }
     socket = ws;
     ws.onopen = armSilenceTimer;
-    ws.onmessage = onMessage;
+    ws.onmessage = (event) => onMessage(ws, event);
     ws.onclose = () => {
       if (socket !== ws) return;
       clearTimeout(silenceTimer);
       version = null;
-      scheduleReconnect(url);
+      scheduleReconnect();
     };
   }
 
@@ -183,9 +423,6 @@
     holds: new Map(), // action name -> performance.now() before which it is not retried
   };
   let ticker = null;
-  // The local clock only measures intervals: performance.now() is monotonic and the server's
-  // times are never compared with this device's wall clock, which may be off by minutes.
-  const now = () => performance.now();
 
   function randomKey() {
     if (crypto.randomUUID) return crypto.randomUUID(); // [0-9a-f-]{36}: a valid key
@@ -440,7 +677,9 @@
   loadConfig().then((config) => {
     if (config.player_writes === false) panel.playerWrites = false;
     renderPanel();
-    connect(gatewayUrl(config));
+    gatewayBase = gatewayUrl(config);
+    connect();
   });
+  fetchBoards();
   loadActions();
 })();
