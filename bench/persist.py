@@ -29,7 +29,7 @@ USERS = 50_000
 def event_fields(i: int, now_ms: int) -> dict[str, str]:
     user = f"p{i % USERS:06d}"
     return {
-        "v": "1",
+        "v": "2",
         "type": "score",
         "event_id": f"{now_ms:012x}{os.urandom(10).hex()}",
         "user_id": user,
@@ -43,6 +43,8 @@ def event_fields(i: int, now_ms: int) -> dict[str, str]:
         "client_ip": "127.0.0.1",
         "request_id": os.urandom(8).hex(),
         "user_agent": "bench",
+        # Event version 2: the default boards' periods, as the award script writes them.
+        "periods": "weekly=2026-W49 daily=2026-12-01",
     } | proof_of_action(i)
 
 
