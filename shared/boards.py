@@ -86,23 +86,54 @@ class Slot:
 
 
 class Slots:
-    """For each periodic board, the periods around now: the previous, the current and the
-    next one by this process's clock. The award script picks the one holding Redis's TIME,
-    so a replica's clock decides nothing within a period of skew. Recomputed only when the
-    current period of some board ends (zoneinfo arithmetic stays off the hot path)."""
+    """For each periodic board, the periods an award at ``now`` may land in by this
+    process's clock: the current one, and its neighbour when now is within
+    ``MARGIN_MS`` of a boundary. The award script picks the one holding Redis's TIME, so a
+    replica's clock decides nothing while it is within the margin of Redis's; further off, it
+    gets 503 near a boundary rather than a wrong period. Recomputed only when the set changes
+    (zoneinfo arithmetic stays off the hot path), and short: one candidate per board most
+    of the time."""
 
-    CANDIDATES = 3
+    MARGIN_MS = 60_000
 
     def __init__(self, boards: Boards, retention: int) -> None:
         self._boards = boards.periodic
         self._retention = retention
-        self._valid = (0, 0)  # [from, until): where every board's current period holds
+        self._valid = (0, 0)  # [from, until): where the candidate set holds
         self._slots: tuple[Slot, ...] = ()
 
     def at(self, now_ms: int) -> tuple[Slot, ...]:
         if self._boards and not self._valid[0] <= now_ms < self._valid[1]:
             self._compute(now_ms)
         return self._slots
+
+    def _compute(self, now_ms: int) -> None:
+        slots = []
+        valid_from, valid_until = -(2**63), 2**63
+        margin = self.MARGIN_MS
+        for board in self._boards:
+            schedule = board.schedule
+            current = schedule.at(now_ms)
+            assert current.start_ms is not None
+            assert current.end_ms is not None
+            start, end = current.start_ms, current.end_ms
+            near_start, near_end = now_ms < start + margin, now_ms >= end - margin
+            if near_start:
+                slots.append(self._slot(board, schedule.previous(current)))
+            slots.append(self._slot(board, current))
+            if near_end:
+                slots.append(self._slot(board, schedule.following(current)))
+            # The set changes where now crosses start + margin or end - margin.
+            cuts = sorted({start, min(start + margin, end), max(end - margin, start), end})
+            low = max(c for c in cuts if c <= now_ms)
+            high = min((c for c in cuts if c > now_ms), default=end)
+            valid_from, valid_until = max(valid_from, low), min(valid_until, high)
+        self._valid = (valid_from, valid_until)
+        self._slots = tuple(slots)
+
+    def current(self, now_ms: int) -> tuple[Slot, ...]:
+        """Each periodic board's current period at ``now_ms``."""
+        return tuple(self._slot(b, b.period_at(now_ms)) for b in self._boards)
 
     def retained(self, now_ms: int) -> tuple[Slot, ...]:
         """Every period of each board a user may have an entry in: the retained ones up to
@@ -122,18 +153,3 @@ class Slots:
             last = board.schedule.following(last)
         assert last.end_ms is not None
         return Slot(board.board_id, period, last.end_ms)
-
-    def _compute(self, now_ms: int) -> None:
-        slots = []
-        starts, ends = [], []
-        for board in self._boards:
-            schedule = board.schedule
-            current = schedule.at(now_ms)
-            assert current.start_ms is not None
-            assert current.end_ms is not None
-            starts.append(current.start_ms)
-            ends.append(current.end_ms)
-            for period in (schedule.previous(current), current, schedule.following(current)):
-                slots.append(self._slot(board, period))
-        self._valid = (max(starts), min(ends))
-        self._slots = tuple(slots)

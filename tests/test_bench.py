@@ -601,6 +601,7 @@ async def test_three_board_posts_cost_one_script_call_per_award_against_a_real_a
     assert cost["awards"] == run["server"]["accepted"] > 0
     # This Redis serves this test alone: one EVALSHA per award and no other script call.
     assert cost["script_calls"] == cost["awards"]
-    assert run["redis_calls"]["pexpireat"] == 4 * cost["awards"]  # 2 periods x 2 keys
+    # Set once per key, by the award that creates it: 2 periods x 2 keys (twice at a boundary).
+    assert run["redis_calls"]["pexpireat"] in (4, 8)
     assert math.isnan(run["cpu"]["api_s"])  # no pid given
     assert run["cpu"]["redis_s"] >= run["cpu"]["script_s"] > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -366,3 +367,27 @@ async def test_without_postgres_kept_periods_are_served_and_archived_ones_are_50
         assert past.status_code == 503
         assert past.headers["retry-after"] == "1"
         assert (await api.post("ann", "k1")).status_code == 200  # writes never need it
+
+
+def test_slots_offer_the_neighbour_only_within_a_minute_of_a_boundary() -> None:
+    family = Boards.from_mapping({ALL_TIME: {"reset": "never"}, "daily": {"reset": "daily"}})
+    slots = Slots(family, 2)
+    midnight = ms("2026-12-02T00:00")
+    for at, expected in [
+        (midnight - 3_600_000, ["2026-12-01"]),
+        (midnight - 60_000, ["2026-12-01", "2026-12-02"]),
+        (midnight - 1, ["2026-12-01", "2026-12-02"]),
+        (midnight, ["2026-12-01", "2026-12-02"]),
+        (midnight + 59_999, ["2026-12-01", "2026-12-02"]),
+        (midnight + 60_000, ["2026-12-02"]),
+    ]:
+        assert [s.period.id for s in slots.at(at)] == expected, at
+
+
+def test_cached_slots_are_always_what_a_fresh_computation_gives() -> None:
+    rng = random.Random(11)
+    cached = Slots(FAMILY, 2)
+    at = ms("2026-12-31T23:55")
+    for _ in range(3000):
+        at += rng.choice([1, 250, 1_000, 7_000, 30_000])
+        assert cached.at(at) == Slots(FAMILY, 2).at(at), at

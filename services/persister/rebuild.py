@@ -115,8 +115,8 @@ async def _rebuild_periods(
     """The current period of every periodic board, from the events counted in it."""
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    slots = Slots(settings.board_family(), settings.board_retention_periods).at(now_ms)
-    for slot in slots[1 :: Slots.CANDIDATES]:  # each board's current period
+    slots = Slots(settings.board_family(), settings.board_retention_periods).current(now_ms)
+    for slot in slots:
         board_id, period = slot.board_id, slot.period
         live = keys.period_board(board_id, period.id)
         live_members = keys.period_members(board_id, period.id)

@@ -16,7 +16,7 @@ from services.score_api.autopipe import ScriptPipeline
 from services.score_api.ratelimit import Limit
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
-from shared.boards import ALL_TIME, Slot, Slots
+from shared.boards import ALL_TIME, Slot
 from shared.clock import SYSTEM, Clock, ms
 from shared.keys import BoardKeys
 from shared.periods import ALL_TIME as ALL_TIME_PERIOD
@@ -179,8 +179,8 @@ class ScoreStore:
             req.ticket,
             len(req.ip_limits),
             len(req.user_limits),
-            len(req.slots) // Slots.CANDIDATES,
-            Slots.CANDIDATES,
+            len({slot.board_id for slot in req.slots}),
+            len(req.slots),
         ]
         # Address limits first: the script counts replays against them too.
         ip_subject = req.ip_subject or req.client_ip

@@ -8,10 +8,11 @@
 -- ARGV: 1 user_id, 2 name ('' = keep the stored one), 3 action, 4 points, 5 event_id,
 --       6 idempotency_key, 7 now_ms ('' = Redis TIME), 8 client_ip, 9 idempotency_ttl_s,
 --       10 cooldown_ms, 11 max_per_day (0 = no cap), 12 ticket ('' = none),
---       13 address limits A, 14 user limits U, 15 periodic boards B, 16 candidates per board C,
+--       13 address limits A, 14 user limits U, 15 periodic boards B, 16 period candidates N,
 --       then (A + U) x (name, quota, window_ms, cost),
---       then B x C x (board_id, period_id, start_ms, end_ms, expire_at_ms): the periods the
---       API's clock makes likely; the one holding Redis's TIME is the award's period,
+--       then N x (board_id, period_id, start_ms, end_ms, expire_at_ms), grouped by board:
+--       the periods the API's clock makes possible; the one holding Redis's TIME is the
+--       award's period,
 --       then extra event field/value pairs.
 -- Returns one of
 --   {'new'|'duplicate'|'conflict', action, awarded, score, rank, event_id, name,
@@ -26,7 +27,7 @@ local daily, ticket_key, open_tickets = KEYS[9], KEYS[10], KEYS[11]
 local user, name, action, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[12]
 local now_ms = clock_ms(ARGV[7])
 local n_ip, n_user = tonumber(ARGV[13]), tonumber(ARGV[14])
-local n_boards, per_board = tonumber(ARGV[15]), tonumber(ARGV[16])
+local n_boards, n_candidates = tonumber(ARGV[15]), tonumber(ARGV[16])
 LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 16, now_ms * 1000
 local period_arg = 17 + 4 * (n_ip + n_user)
 local period_key = 12 + n_ip + n_user
@@ -90,19 +91,18 @@ if max_per_day > 0 then
   end
 end
 
--- Each periodic board's period: the candidate holding now. None would mean the API's clock
--- is further off than its candidates reach: refuse rather than guess.
+-- Each periodic board's period: of its candidates (consecutive, one board_id), the one
+-- holding now. None would mean the API's clock is further off than its candidates reach:
+-- refuse rather than guess.
 local periods = {}
-for b = 0, n_boards - 1 do
-  local chosen
-  for c = 0, per_board - 1 do
-    local j = b * per_board + c
-    local a = period_arg + 5 * j
-    if tonumber(ARGV[a + 2]) <= now_ms and now_ms < tonumber(ARGV[a + 3]) then chosen = j end
-  end
-  if not chosen then return {'clock-skew'} end
-  periods[#periods + 1] = chosen
+local boards_seen, last_board = 0, nil
+for j = 0, n_candidates - 1 do
+  local a = period_arg + 5 * j
+  if ARGV[a] ~= last_board then boards_seen, last_board = boards_seen + 1, ARGV[a] end
+  local holds = tonumber(ARGV[a + 2]) <= now_ms and now_ms < tonumber(ARGV[a + 3])
+  if holds and #periods < boards_seen then periods[#periods + 1] = j end
 end
+if #periods ~= n_boards or boards_seen ~= n_boards then return {'clock-skew'} end
 
 local points = tonumber(ARGV[4])
 local score = 0
@@ -150,9 +150,12 @@ for _, j in ipairs(periods) do
   redis.call('HSET', pmembers, user, member)
   on_boards[#on_boards + 1] = ARGV[a] .. ' ' .. ARGV[a + 1] .. ' ' .. pscore_s .. ' ' ..
     string.format('%d', redis.call('ZRANK', pboard, member) + 1)
-  -- Kept for the retained periods after this one, then gone (BOARD_RETENTION_PERIODS).
-  redis.call('PEXPIREAT', pboard, ARGV[a + 4])
-  redis.call('PEXPIREAT', pmembers, ARGV[a + 4])
+  -- Kept for the retained periods after this one, then gone (BOARD_RETENTION_PERIODS):
+  -- set once, when this award made the period's keys.
+  if redis.call('ZCARD', pboard) == 1 then
+    redis.call('PEXPIREAT', pboard, ARGV[a + 4])
+    redis.call('PEXPIREAT', pmembers, ARGV[a + 4])
+  end
 end
 local boards_s = table.concat(on_boards, ' ')
 
@@ -169,7 +172,7 @@ if started then
   fields[#fields + 1] = FIELD.duration_ms
   fields[#fields + 1] = string.format('%d', now_ms - started)
 end
-for i = period_arg + 5 * n_boards * per_board, #ARGV, 2 do
+for i = period_arg + 5 * n_candidates, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
