@@ -48,7 +48,7 @@ from shared.keys import BoardKeys
 from shared.periods import ALL_TIME as ALL_TIME_PERIOD
 from shared.redisconn import lua
 
-ONE_BOARD: dict[str, dict[str, object]] = {ALL_TIME: {"reset": "never"}}
+ONE_BOARD: dict[str, dict[str, str | int]] = {ALL_TIME: {"reset": "never"}}
 THREE_BOARDS = DEFAULT_BOARDS
 CONFIGS = {"one": ONE_BOARD, "three": THREE_BOARDS}
 SCRIPT_CALLS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})

@@ -16,7 +16,7 @@ from shared.periods import Period, Schedule
 
 ALL_TIME = "all-time"
 MAX_BOARDS = 8
-DEFAULT_BOARDS: dict[str, dict[str, object]] = {
+DEFAULT_BOARDS: dict[str, dict[str, str | int]] = {
     ALL_TIME: {"reset": "never"},
     "weekly": {"reset": "weekly"},
     "daily": {"reset": "daily"},

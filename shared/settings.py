@@ -10,12 +10,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.boards import ALL_TIME, Boards
+from shared.boards import DEFAULT_BOARDS, Boards
 from shared.formats import KEY_PART
 
 
 def _default_boards() -> dict[str, dict[str, str | int]]:
-    return {ALL_TIME: {"reset": "never"}}
+    return {name: dict(spec) for name, spec in DEFAULT_BOARDS.items()}
 
 
 class SharedSettings(BaseSettings):

@@ -33,6 +33,9 @@ CLIENT_ACTIONS: dict[str, Any] = {
     "match_win": {"points": 20, "cooldown_seconds": 30},
     "achievement_unlocked": 50,
 }
+# The all-time board alone, as before periodic boards: tests that are not about them use it
+# (tests/test_boards.py and the other board tests prove the default family).
+ONE_BOARD: dict[str, Any] = {"boards": {"all-time": {"reset": "never"}}}
 # Every abuse limit and points budget off; tests/test_security.py and test_budgets.py prove
 # them. Settings names, lower case (ApiSettings keywords); ``api_env`` gives the variables.
 NO_LIMITS: dict[str, Any] = {
@@ -48,7 +51,7 @@ NO_LIMITS: dict[str, Any] = {
 
 def api_env(**settings: Any) -> dict[str, str]:
     """Environment variables of an API process: client-mode actions, no limits, then these."""
-    values = {"actions": CLIENT_ACTIONS} | NO_LIMITS | settings
+    values = {"actions": CLIENT_ACTIONS} | ONE_BOARD | NO_LIMITS | settings
     return {
         name.upper(): value if isinstance(value, str) else json.dumps(value)
         for name, value in values.items()

@@ -171,8 +171,10 @@ async def test_page_shows_the_board_and_live_updates_and_names_stay_text(
         await expect(board).to_have_count(2)
         await expect(board.nth(0).locator(".name")).to_have_text("Alice")
         await expect(board.nth(0).locator(".score")).to_have_text("25")
-        # One board (the default BOARDS): no tabs, no period, the page as before boards.
-        await expect(page.locator("#tabs")).to_be_hidden()
+        # The default BOARDS: a tab per board, all-time first and selected, which never resets.
+        tabs = page.get_by_role("tab")
+        await expect(tabs).to_have_text(["all-time", "weekly", "daily"])
+        await expect(tabs.first).to_have_attribute("aria-selected", "true")
         await expect(page.locator("#period")).to_be_hidden()
 
         await site.award("bob", name="Bob", action="achievement_unlocked")

@@ -67,7 +67,10 @@ async def test_rebuild_after_wiping_redis_reproduces_the_board(
     lines = out.getvalue().splitlines()
     assert lines[0] == f"rebuilding 12 users into {keys.board}"
     assert lines[1:3] == ["  5/12", "  10/12"]
-    assert lines[-1].startswith("rebuilt 12 users")
+    # The default boards: the all-time board, then the current week and day.
+    assert lines[-3].startswith("rebuilt 12 users")
+    assert lines[-2].startswith("rebuilt weekly ")
+    assert lines[-1].startswith("rebuilt daily ")
     # New updates sort after every rebuilt one.
     assert (await api.post("u0")) is not None
     member: Any = await redis_client.hget(keys.members, "u0")

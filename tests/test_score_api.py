@@ -18,7 +18,7 @@ from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.clock import Clock
 from shared.keys import BoardKeys
-from tests.support import CLIENT_ACTIONS, NO_LIMITS, board_state, serve, stream_events
+from tests.support import CLIENT_ACTIONS, NO_LIMITS, ONE_BOARD, board_state, serve, stream_events
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Api:
 async def running_api(clock: Clock | None = None, **settings: Any) -> AsyncIterator[Api]:
     # Client-mode actions, abuse limits off unless a test turns them on; tests/test_security.py
     # proves the limits, tests/test_tickets.py the trust modes.
-    config = ApiSettings(**({"actions": CLIENT_ACTIONS} | NO_LIMITS | settings))
+    config = ApiSettings(**({"actions": CLIENT_ACTIONS} | ONE_BOARD | NO_LIMITS | settings))
     async with serve(create_app(config, clock)) as url:
         limits = httpx.Limits(max_connections=300)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:

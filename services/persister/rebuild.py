@@ -30,6 +30,7 @@ from shared.settings import SharedSettings
 
 CHUNK = 5000
 _SWAP = lua("services.persister", "swap")
+_SWAP_PERIOD = lua("services.persister", "swap_period")
 
 
 class RebuildRefused(Exception):
@@ -123,22 +124,20 @@ async def _rebuild_periods(
         staged, staged_members = f"{live}:rebuild", f"{live_members}:rebuild"
         rows = await conn.fetch(_PERIOD_TOTALS, f"{board_id}{PERIOD_SEP}{period.id}")
         ranked = [r for r in rows if not r["banned"]]
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.unlink(staged, staged_members, live, live_members)
+        await redis.unlink(staged, staged_members)
+        async with redis.pipeline(transaction=False) as pipe:
             if ranked:
                 members = {r["user_id"]: encode_member(r["last_seq"], r["user_id"]) for r in ranked}
                 pipe.zadd(staged, {members[r["user_id"]]: -r["score"] for r in ranked})
                 pipe.hset(staged_members, mapping=members)
-                pipe.rename(staged, live)
-                pipe.rename(staged_members, live_members)
-                pipe.pexpireat(live, slot.expire_at_ms)
-                pipe.pexpireat(live_members, slot.expire_at_ms)
             for r in rows:
                 if r["banned"]:
                     field = BANNED_SEP.join((r["user_id"], board_id, period.id))
                     value = banned_value(r["score"], encode_member(r["last_seq"], r["user_id"]))
                     pipe.hset(keys.banned_periods, field, value)
             await pipe.execute()
+        swap = redis.register_script(_SWAP_PERIOD)
+        await swap(keys=[staged, staged_members, live, live_members], args=[slot.expire_at_ms])
         print(f"rebuilt {board_id} {period.id}: {len(ranked)} users", file=out, flush=True)
 
 
