@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from services.broadcast_gateway.server import requested_board
+from services.broadcast_gateway.server import Gateway, requested_board
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.keys import BoardKeys
@@ -57,9 +58,9 @@ def test_the_board_a_handshake_asks_for(query: str, board: str | None) -> None:
     assert requested_board(query, dict.fromkeys(BOARDS)) == board
 
 
-async def test_each_board_has_its_own_subscription_and_frames_name_board_and_period(
-    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
-) -> None:
+@asynccontextmanager
+async def live(redis_url: str, key_prefix: str) -> AsyncIterator[tuple[Gateway, Api]]:
+    """A gateway and a score API serving BOARDS, on one key prefix."""
     settings = ApiSettings(
         redis_url=redis_url,
         redis_key_prefix=key_prefix,
@@ -72,7 +73,13 @@ async def test_each_board_has_its_own_subscription_and_frames_name_board_and_per
         serve(create_app(settings)) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
-        api = Api(http, BoardKeys(key_prefix, "global"), settings)
+        yield gateway, Api(http, BoardKeys(key_prefix, "global"), settings)
+
+
+async def test_each_board_has_its_own_subscription_and_frames_name_board_and_period(
+    redis_url: str, key_prefix: str
+) -> None:
+    async with live(redis_url, key_prefix) as (gateway, api):
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"{gateway.url}?board=weekly"):
                 pass
@@ -102,23 +109,13 @@ async def test_each_board_has_its_own_subscription_and_frames_name_board_and_per
 
 
 async def test_clients_of_a_10_s_board_get_the_new_period_s_snapshot_at_the_boundary(
-    redis_url: str, key_prefix: str, redis_client: redis.asyncio.Redis
+    redis_url: str, key_prefix: str
 ) -> None:
     """Black box, in real time: one boundary of a 10 s board (at most 10 s of waiting)."""
-    settings = ApiSettings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        actions=CLIENT_ACTIONS,
-        boards=BOARDS,
-        **NO_LIMITS,
-    )
     async with (
-        run_gateway(redis_url, key_prefix, boards=BOARDS) as gateway,
-        serve(create_app(settings)) as url,
+        live(redis_url, key_prefix) as (gateway, api),
         connect(f"{gateway.url}?board=tens") as ws,
-        httpx.AsyncClient(base_url=url) as http,
     ):
-        api = Api(http, BoardKeys(key_prefix, "global"), settings)
         snapshot = await frame(ws)
         assert (await api.post("ann", "k1")).status_code == 200
         diff = await frame(ws)
