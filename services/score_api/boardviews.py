@@ -83,6 +83,13 @@ def not_kept(view: View, retention: int) -> Problem:
     )
 
 
+def all_time(boards: Boards) -> View:
+    """The all-time board's one period: what a read without ``board`` and ``period`` shows."""
+    board = boards.get(ALL_TIME)
+    assert board is not None
+    return View(board, board.period_at(0))
+
+
 def board_list(boards: Boards, now_ms: int) -> list[dict[str, object]]:
     """``GET /api/boards``: every board with its schedule and its current period."""
     out: list[dict[str, object]] = []
