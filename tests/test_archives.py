@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio
 
-from services.persister.archive import ended_periods
+from services.persister.archive import archive_due, ended_periods
 from services.persister.migrate import migrate
 from shared.boards import Boards
 from shared.periods import Schedule
@@ -109,3 +109,42 @@ async def test_two_persisters_and_a_sigkill_mid_archive_leave_exactly_one_archiv
     assert [tuple(r.values()) for r in rows] == at_boundary
     assert len(at_boundary) >= 1
     assert [tuple(m.values()) for m in markers] == [("tens", period, len(at_boundary))]
+
+
+async def test_archiving_catches_up_after_a_downtime_longer_than_retention(
+    database_url: str,
+) -> None:
+    """The persister was down for 12 periods with only 1 kept: the ended ones are archived
+    from PostgreSQL's events, oldest first, each once."""
+    await migrate(database_url)
+    board = Boards.from_mapping(BOARDS)
+    first = TENS.at(1_764_594_000_000)  # 2025-12-01T13:00:00Z
+    played = TENS.following(first)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            for seq, (user, points) in enumerate([("ann", 10), ("bob", 30), ("ann", 25)], 1):
+                await conn.execute(
+                    "INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name,"
+                    " action, points, score_after, idempotency_key, client_ip, created_at,"
+                    " periods) VALUES ($1, $2, $3, 'score', $4, $4, 'coin', $5, $5, $1, '',"
+                    " now(), $6)",
+                    f"e{seq}", f"{seq}-0", seq, user, points, f"tens={played.id}",
+                )  # fmt: skip
+        # Seen once at the start of the first period: from the oldest kept one, just ended.
+        seen = await archive_due(pool, board, first.start_ms or 0, 1, first.start_ms)
+        assert seen == [("tens", TENS.previous(first).id, 0)]
+        later = (first.start_ms or 0) + 12 * 10_000
+        written = await archive_due(pool, board, later, 1, later)
+        assert [w[1] for w in written][:2] == [first.id, played.id]
+        assert len(written) == 12
+        assert dict((w[1], w[2]) for w in written)[played.id] == 2
+        assert await archive_due(pool, board, later, 1, later) == []
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT rank, user_id, score FROM board_archives WHERE period = $1 ORDER BY rank",
+                played.id,
+            )
+        assert [tuple(r.values()) for r in rows] == [(1, "ann", 35), (2, "bob", 30)]
+    finally:
+        await pool.close()

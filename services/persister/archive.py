@@ -11,14 +11,17 @@
   ``board_periods_closed`` row, writes the standings and that row. A second persister waits
   for the lock and then finds the row; a crash rolls the transaction back and the next pass
   (of any persister) writes the archive whole.
-- Each pass looks at the periods Redis still keeps (``BOARD_RETENTION_PERIODS``) that have
-  ended: a persister that is down for longer leaves those periods unarchived.
+- **Whatever the downtime.** ``board_archive_state.since`` says up to where a board is
+  archived (first set to the oldest period Redis keeps when a persister first sees the
+  board); each pass archives the ended periods from there, oldest first, at most
+  ``MAX_PERIODS_PER_PASS``, and moves it on. A persister down for days catches up from
+  PostgreSQL's events, which outlive Redis's retention.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -27,6 +30,8 @@ from shared.formats import PERIOD_SEP
 from shared.periods import Period
 
 log = logging.getLogger(__name__)
+
+MAX_PERIODS_PER_PASS = 1000
 
 _ARCHIVE = """
 INSERT INTO board_archives (board_id, period, rank, user_id, name, score, reached_at)
@@ -57,6 +62,20 @@ def ended_periods(board: Board, now_ms: int, retention: int) -> list[Period]:
         out.append(period)
         period = schedule.previous(period)
     return out[::-1]
+
+
+def periods_since(board: Board, since_ms: int, now_ms: int, most: int) -> list[Period]:
+    """The periods that start at or after ``since_ms`` and have ended by ``now_ms``, oldest
+    first, at most ``most`` of them."""
+    schedule = board.schedule
+    period = schedule.at(since_ms)
+    if (period.start_ms or 0) < since_ms:
+        period = schedule.following(period)
+    out: list[Period] = []
+    while len(out) < most and period.end_ms is not None and period.end_ms <= now_ms:
+        out.append(period)
+        period = schedule.following(period)
+    return out
 
 
 async def archive_period(conn: asyncpg.Connection, board_id: str, period: Period) -> int | None:
@@ -101,7 +120,8 @@ async def archive_due(
     written = []
     async with pool.acquire() as conn:
         for board in boards.periodic:
-            for period in ended_periods(board, now_ms, retention):
+            since = await _since(conn, board, now_ms, retention)
+            for period in periods_since(board, since, now_ms, MAX_PERIODS_PER_PASS):
                 assert period.end_ms is not None
                 if persisted_ms < period.end_ms:
                     break  # later periods end later still
@@ -109,8 +129,31 @@ async def archive_due(
                 if entries is not None:
                     log.info("archived %s %s: %d entries", board.board_id, period.id, entries)
                     written.append((board.board_id, period.id, entries))
+                await conn.execute(
+                    "UPDATE board_archive_state SET since = $2 WHERE board_id = $1 AND since < $2",
+                    board.board_id,
+                    _time(period.end_ms),
+                )
     return written
 
 
+async def _since(conn: asyncpg.Connection, board: Board, now_ms: int, retention: int) -> int:
+    """Where the board's archiving stands (ms); the oldest kept period when first seen."""
+    oldest = ended_periods(board, now_ms, retention)[0]
+    await conn.execute(
+        "INSERT INTO board_archive_state (board_id, since) VALUES ($1, $2)"
+        " ON CONFLICT (board_id) DO NOTHING",
+        board.board_id,
+        _time(oldest.start_ms or 0),
+    )
+    since: datetime = await conn.fetchval(
+        "SELECT since FROM board_archive_state WHERE board_id = $1", board.board_id
+    )
+    return (since - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return _EPOCH + timedelta(milliseconds=ms)
