@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 from redis.exceptions import RedisError
@@ -21,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.score_api import boardviews, policy, validation
 from services.score_api.actions import Action, UnknownAction
-from services.score_api.archives import Archives, ArchiveUnavailable
+from services.score_api.archives import Archives
 from services.score_api.boardcache import BoardCache
 from services.score_api.follower import CacheInvalidator
 from services.score_api.httpparts import (
@@ -36,14 +35,13 @@ from services.score_api.httpparts import (
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import (
     ACCEPTED,
-    BOARD_CACHE_HITS,
-    BOARD_CACHE_MISSES,
     DUPLICATES,
     RequestMiddleware,
 )
 from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
 from services.score_api.ratelimit import policy_header
+from services.score_api.reads import BoardReads
 from services.score_api.refusals import refusal
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, ScoreStore, TicketRequest
@@ -79,7 +77,6 @@ PAGE_HEADERS = {
 
 
 log = logging.getLogger("services.score_api")
-T = TypeVar("T")
 
 
 # Statuses of the award script after which the board may differ from what this process last
@@ -87,7 +84,7 @@ T = TypeVar("T")
 BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
 
 
-class ScoreApi:
+class ScoreApi(BoardReads):
     """Holds the wiring of one app instance; handlers are its methods."""
 
     def __init__(self, settings: ApiSettings, clock: Clock | None = None) -> None:
@@ -313,99 +310,6 @@ class ScoreApi:
         state = "banned" if op == "ban" else "active"
         return json_response(
             {"user_id": user_id, "status": state, "changed": changed, "score": score}
-        )
-
-    def view(self, request: Request) -> boardviews.View:
-        params = request.query_params
-        if "board" not in params and "period" not in params:
-            return self.all_time  # the seed's reads: no period arithmetic on the hot path
-        return boardviews.view(
-            self.boards, params, ms(self.clock), self.settings.board_retention_periods
-        )
-
-    async def final(self, view: boardviews.View) -> bool:
-        """Whether an ended period's archive is complete (a period Redis no longer keeps and
-        never archived is 404)."""
-        if not view.ended:
-            return False
-        if view.kept:
-            # Redis has the standings: without PostgreSQL they are served, not yet final.
-            try:
-                return await self.archives.final(view.board.board_id, view.period.id)
-            except ArchiveUnavailable:
-                return False
-        final = await self.archived(self.archives.final(view.board.board_id, view.period.id))
-        if not final:
-            raise boardviews.not_kept(view, self.settings.board_retention_periods)
-        return final
-
-    async def archived(self, read: Awaitable[T]) -> T:
-        try:
-            return await read
-        except ArchiveUnavailable:
-            raise Problem(
-                503,
-                "unavailable",
-                "the archive is unreachable; retry",
-                headers={"Retry-After": "1"},
-                reason="archive_unavailable",
-            ) from None
-
-    async def list_boards(self, request: Request) -> Response:
-        return json_response({"boards": boardviews.board_list(self.boards, ms(self.clock))})
-
-    async def score_board(self, request: Request) -> Response:
-        limit, offset = validation.paging(request.query_params)
-        view = self.view(request)
-        # The all-time board's pages are cached; a period's are read each time.
-        cache = self.board_cache if view.all_time else None
-        now = self.clock.monotonic()
-        body = cache.get(limit, offset, now) if cache is not None else None
-        if body is not None:
-            BOARD_CACHE_HITS.inc()
-            return EncodedJson(body)
-        BOARD_CACHE_MISSES.inc()
-        # Noted before the read: an invalidation during it means the page may be stale.
-        generation = self.board_cache.generation
-        final = await self.final(view)
-        if not view.kept:
-            entries, total = await self.archived(
-                self.archives.page(view.board.board_id, view.period.id, offset, limit)
-            )
-        else:
-            board_key, _ = view.keys(self.store.keys)
-            try:
-                entries, total = await self.store.reader.page(offset, limit, board_key)
-            except RedisError:
-                self.board_cache.invalidate()
-                raise redis_unavailable() from None
-        body = orjson.dumps(
-            {"board": [e.as_dict() for e in entries], "total": total} | view.fields(final)
-        )
-        if cache is not None:
-            cache.put(limit, offset, body, generation, now)
-        return EncodedJson(body)
-
-    async def user_rank(self, request: Request) -> Response:
-        user_id = validation.user_id(request.path_params["user_id"])
-        around = validation.bounded_int(request.query_params, "around", 0, 0, validation.MAX_AROUND)
-        view = self.view(request)
-        final = await self.final(view)
-        if not view.kept:
-            found = await self.archived(
-                self.archives.rank(view.board.board_id, view.period.id, user_id, around)
-            )
-        else:
-            board_key, members_key = view.keys(self.store.keys)
-            try:
-                found = await self.store.rank(user_id, around, board_key, members_key)
-            except RedisError:
-                raise redis_unavailable() from None
-        if found is None:
-            raise Problem(404, "unranked", f"user {user_id!r} has no score", reason="unranked")
-        own, neighbours = found
-        return json_response(
-            own.as_dict() | {"around": [e.as_dict() for e in neighbours]} | view.fields(final)
         )
 
     async def ready_problems(self) -> dict[str, object]:
