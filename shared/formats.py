@@ -170,6 +170,16 @@ def banned_parts(value: str) -> tuple[int | None, str | None]:
     return (int(score) if score else None), (board_member or None)
 
 
+def period_tag(board_id: str, period_id: str) -> str:
+    """One entry of a score event's ``periods``: ``<board_id>=<period_id>``."""
+    return f"{board_id}{PERIOD_SEP}{period_id}"
+
+
+def banned_period_field(user_id: str, board_id: str, period_id: str) -> str:
+    """The ``banned:periods`` field of a banned user's entry in one period (ban.lua)."""
+    return BANNED_SEP.join((user_id, board_id, period_id))
+
+
 def _lua_string(value: str) -> str:
     if not re.fullmatch(r"[\w%:|.=-]*", value):
         raise ValueError(f"{value!r} is not a plain Lua string constant")

@@ -98,6 +98,12 @@ def lua(package: str, name: str, *libraries: str) -> str:
     return lua_constants() + "".join(parts)
 
 
+async def now_ms(redis: RedisClient) -> int:
+    """Redis's clock (``TIME``) in Unix milliseconds: the clock every replica shares."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def text(value: bytes | str) -> str:
     """A Redis reply value as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else value

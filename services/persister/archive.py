@@ -25,28 +25,24 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.persister.periods import PERIOD_TOTALS
 from shared.boards import Board, Boards
-from shared.formats import PERIOD_SEP
+from shared.formats import period_tag
 from shared.periods import Period
 
 log = logging.getLogger(__name__)
 
 MAX_PERIODS_PER_PASS = 1000
 
-_ARCHIVE = """
+# Composed of constants only, at import: no value reaches the text.
+_ARCHIVE = f"""
 INSERT INTO board_archives (board_id, period, rank, user_id, name, score, reached_at)
-SELECT $1, $2, row_number() OVER (ORDER BY t.score DESC, t.last_seq, t.user_id),
+SELECT $2, $3, row_number() OVER (ORDER BY t.score DESC, t.last_seq, t.user_id),
     t.user_id, coalesce(u.name, t.user_id), t.score, t.reached_at
-FROM (
-    SELECT user_id, sum(points)::bigint AS score, max(seq) AS last_seq,
-        max(created_at) AS reached_at
-    FROM score_events
-    WHERE type = 'score' AND string_to_array(periods, ' ') @> ARRAY[$3::text]
-    GROUP BY user_id
-) AS t
+FROM ({PERIOD_TOTALS}) AS t
 LEFT JOIN users AS u USING (user_id)
 WHERE NOT coalesce(u.banned, false)
-"""
+"""  # noqa: S608
 
 
 def stream_id_ms(stream_id: str) -> int:
@@ -94,9 +90,7 @@ async def archive_period(conn: asyncpg.Connection, board_id: str, period: Period
         )
         if done:
             return None
-        status = await conn.execute(
-            _ARCHIVE, board_id, period.id, f"{board_id}{PERIOD_SEP}{period.id}"
-        )
+        status = await conn.execute(_ARCHIVE, period_tag(board_id, period.id), board_id, period.id)
         entries = int(status.split()[-1])
         await conn.execute(
             "INSERT INTO board_periods_closed (board_id, period, starts_at, ends_at, entries)"
@@ -139,16 +133,18 @@ async def archive_due(
 
 async def _since(conn: asyncpg.Connection, board: Board, now_ms: int, retention: int) -> int:
     """Where the board's archiving stands (ms); the oldest kept period when first seen."""
-    oldest = ended_periods(board, now_ms, retention)[0]
-    await conn.execute(
-        "INSERT INTO board_archive_state (board_id, since) VALUES ($1, $2)"
-        " ON CONFLICT (board_id) DO NOTHING",
-        board.board_id,
-        _time(oldest.start_ms or 0),
-    )
-    since: datetime = await conn.fetchval(
-        "SELECT since FROM board_archive_state WHERE board_id = $1", board.board_id
-    )
+    query = "SELECT since FROM board_archive_state WHERE board_id = $1"
+    since: datetime | None = await conn.fetchval(query, board.board_id)
+    if since is None:
+        oldest = ended_periods(board, now_ms, retention)[0]
+        await conn.execute(
+            "INSERT INTO board_archive_state (board_id, since) VALUES ($1, $2)"
+            " ON CONFLICT (board_id) DO NOTHING",
+            board.board_id,
+            _time(oldest.start_ms or 0),
+        )
+        since = await conn.fetchval(query, board.board_id)  # another persister's, if first
+    assert since is not None
     return (since - _EPOCH) // timedelta(milliseconds=1)
 
 

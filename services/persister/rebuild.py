@@ -22,10 +22,11 @@ from typing import TextIO
 
 import asyncpg
 
+from services.persister.periods import PERIOD_TOTALS
 from shared.boards import Slots
-from shared.formats import BANNED_SEP, PERIOD_SEP, banned_value, encode_member
+from shared.formats import banned_period_field, banned_value, encode_member, period_tag
 from shared.keys import BoardKeys
-from shared.redisconn import RedisClient, connect, lua
+from shared.redisconn import RedisClient, connect, lua, now_ms
 from shared.settings import SharedSettings
 
 CHUNK = 5000
@@ -97,13 +98,11 @@ async def _stage(redis: RedisClient, keys: BoardKeys, rows: list[asyncpg.Record]
     return max(int(r["last_seq"]) for r in rows)
 
 
-_PERIOD_TOTALS = """
-SELECT e.user_id, sum(e.points)::bigint AS score, max(e.seq) AS last_seq,
-    coalesce(bool_or(u.banned), false) AS banned
-FROM score_events e LEFT JOIN users u USING (user_id)
-WHERE e.type = 'score' AND string_to_array(e.periods, ' ') @> ARRAY[$1::text]
-GROUP BY e.user_id
-"""
+# Composed of constants only, at import: no value reaches the text.
+_PERIOD_USERS = f"""
+SELECT t.user_id, t.score, t.last_seq, coalesce(u.banned, false) AS banned
+FROM ({PERIOD_TOTALS}) AS t LEFT JOIN users AS u USING (user_id)
+"""  # noqa: S608
 
 
 async def _rebuild_periods(
@@ -114,15 +113,15 @@ async def _rebuild_periods(
     out: TextIO,
 ) -> None:
     """The current period of every periodic board, from the events counted in it."""
-    seconds, micros = await redis.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    slots = Slots(settings.board_family(), settings.board_retention_periods).current(now_ms)
+    slots = Slots(settings.board_family(), settings.board_retention_periods).current(
+        await now_ms(redis)
+    )
     for slot in slots:
         board_id, period = slot.board_id, slot.period
         live = keys.period_board(board_id, period.id)
         live_members = keys.period_members(board_id, period.id)
         staged, staged_members = f"{live}:rebuild", f"{live_members}:rebuild"
-        rows = await conn.fetch(_PERIOD_TOTALS, f"{board_id}{PERIOD_SEP}{period.id}")
+        rows = await conn.fetch(_PERIOD_USERS, period_tag(board_id, period.id))
         ranked = [r for r in rows if not r["banned"]]
         await redis.unlink(staged, staged_members)
         async with redis.pipeline(transaction=False) as pipe:
@@ -132,7 +131,7 @@ async def _rebuild_periods(
                 pipe.hset(staged_members, mapping=members)
             for r in rows:
                 if r["banned"]:
-                    field = BANNED_SEP.join((r["user_id"], board_id, period.id))
+                    field = banned_period_field(r["user_id"], board_id, period.id)
                     value = banned_value(r["score"], encode_member(r["last_seq"], r["user_id"]))
                     pipe.hset(keys.banned_periods, field, value)
             await pipe.execute()

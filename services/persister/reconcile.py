@@ -16,10 +16,11 @@ from typing import TextIO
 
 import asyncpg
 
+from services.persister.periods import PERIOD_TOTALS
 from shared.boards import ALL_TIME
-from shared.formats import BANNED_SEP, PERIOD_SEP, banned_parts, decode_member
+from shared.formats import banned_parts, banned_period_field, decode_member, period_tag
 from shared.keys import BoardKeys
-from shared.redisconn import RedisClient, connect
+from shared.redisconn import RedisClient, connect, now_ms
 from shared.settings import SharedSettings
 
 
@@ -103,26 +104,21 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
 async def _periods(
     settings: SharedSettings, redis: RedisClient, conn: asyncpg.Connection, keys: BoardKeys
 ) -> list[Difference]:
-    seconds, micros = await redis.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now = await now_ms(redis)
     out: list[Difference] = []
     for board in settings.board_family().periodic:
-        period = board.period_at(now_ms)
+        period = board.period_at(now)
         scores: dict[str, int] = {}
         async for member, score in redis.zscan_iter(
             keys.period_board(board.board_id, period.id), count=1000
         ):
             scores[decode_member(member.decode())[1]] = -int(score)
-        suffix = f"{BANNED_SEP}{board.board_id}{BANNED_SEP}{period.id}"
+        suffix = banned_period_field("", board.board_id, period.id)
         async for field, saved in redis.hscan_iter(keys.banned_periods, count=1000):
             name = field.decode()
             if name.endswith(suffix):
                 scores[name[: -len(suffix)]] = banned_parts(saved.decode())[0] or 0
-        rows = await conn.fetch(
-            "SELECT user_id, sum(points)::bigint AS total FROM score_events WHERE type = 'score'"
-            " AND string_to_array(periods, ' ') @> ARRAY[$1::text] GROUP BY user_id",
-            f"{board.board_id}{PERIOD_SEP}{period.id}",
-        )
-        events = {r["user_id"]: r["total"] for r in rows}
+        rows = await conn.fetch(PERIOD_TOTALS, period_tag(board.board_id, period.id))
+        events = {r["user_id"]: r["score"] for r in rows}
         out += compare_period(f"{board.board_id} {period.id}", scores, events)
     return out

@@ -36,7 +36,7 @@ from services.persister.trim import Trimmer
 from shared.clock import Clock, clock_for
 from shared.keys import BoardKeys
 from shared.lifecycle import Backoff
-from shared.redisconn import RedisClient, text
+from shared.redisconn import RedisClient, now_ms, text
 
 log = logging.getLogger(__name__)
 
@@ -137,19 +137,18 @@ class Persister:
 
     async def archive(self) -> None:
         try:
-            seconds, micros = await self.redis.time()
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            now = await now_ms(self.redis)
             groups = await self.redis.xinfo_groups(self.stream)
             ours = next((g for g in groups if text(g["name"]) == self.group), None)
             if ours is not None and ours["pending"] == 0 and ours.get("lag") == 0:
                 # Nothing unpersisted and nothing undelivered as of Redis's now: every event
                 # of a period that ended by then is in PostgreSQL.
-                persisted_ms: int | None = now_ms
+                persisted_ms: int | None = now
             else:
                 below = await self.store.checkpoint(self.stream, self.group)
                 persisted_ms = None if below is None else stream_id_ms(below)
             retention = self.settings.board_retention_periods
-            await archive_due(self.store.pool, self.boards, now_ms, retention, persisted_ms)
+            await archive_due(self.store.pool, self.boards, now, retention, persisted_ms)
         except (RedisError, OSError, *PG_ERRORS) as exc:
             # The archive transaction rolled back whole: the next pass writes it.
             log.warning("archiving failed, retrying on the next pass: %r", exc)
