@@ -76,6 +76,10 @@ class BoardKeys:
         """Hash user_id -> that period's board member, to find a user's entry there."""
         return f"{self.tag}:pm:{board_id}:{period_id}"
 
+    def period_keys(self, board_id: str, period_id: str) -> tuple[str, str]:
+        """``period_board`` and ``period_members`` of one period."""
+        return self.period_board(board_id, period_id), self.period_members(board_id, period_id)
+
     def ticket(self, ticket: str) -> str:
         """Hash of one action ticket: user, action, started/not-before/expiry (ms), state."""
         return f"{self.tag}:ticket:{ticket}"

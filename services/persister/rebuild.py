@@ -118,8 +118,7 @@ async def _rebuild_periods(
     )
     for slot in slots:
         board_id, period = slot.board_id, slot.period
-        live = keys.period_board(board_id, period.id)
-        live_members = keys.period_members(board_id, period.id)
+        live, live_members = keys.period_keys(board_id, period.id)
         staged, staged_members = f"{live}:rebuild", f"{live_members}:rebuild"
         rows = await conn.fetch(_PERIOD_USERS, period_tag(board_id, period.id))
         ranked = [r for r in rows if not r["banned"]]

@@ -34,8 +34,7 @@ class View:
         """The sorted set and the members hash this view reads."""
         if self.all_time:
             return keys.board, keys.members
-        board_id, period_id = self.board.board_id, self.period.id
-        return keys.period_board(board_id, period_id), keys.period_members(board_id, period_id)
+        return keys.period_keys(self.board.board_id, self.period.id)
 
     def fields(self, final: bool = False) -> dict[str, object]:
         """What a response says about the board and period it shows."""

@@ -26,6 +26,7 @@ _AWARD = lua("services.score_api", "award", "limits")
 _TICKET = lua("services.score_api", "ticket", "limits")
 _RANK = lua("services.score_api", "rank")
 _BAN = lua("services.score_api", "ban")
+MAX_SLOT_PARTS = 256
 # Every script this store runs, as loaded (readiness reloads them after a Redis restart).
 SCRIPTS = (_AWARD, _RANK, _BAN, _TICKET)
 
@@ -144,6 +145,7 @@ class ScoreStore:
         self._rank = redis.register_script(_RANK)
         self._ban = redis.register_script(_BAN)
         self._ticket = redis.register_script(_TICKET)
+        self._slots: dict[Slot, tuple[tuple[str, str], tuple[str | int, ...]]] = {}
         self._ticket_pipeline = (
             ScriptPipeline(redis, self._ticket) if isinstance(redis, Redis) else None
         )
@@ -179,7 +181,6 @@ class ScoreStore:
             req.ticket,
             len(req.ip_limits),
             len(req.user_limits),
-            len({slot.board_id for slot in req.slots}),
             len(req.slots),
         ]
         # Address limits first: the script counts replays against them too.
@@ -187,18 +188,9 @@ class ScoreStore:
         self._limits(keys, args, req.points, req.ip_limits, ip_subject)
         self._limits(keys, args, req.points, req.user_limits, req.user_id)
         for slot in req.slots:
-            period = slot.period
-            keys += [
-                k.period_board(slot.board_id, period.id),
-                k.period_members(slot.board_id, period.id),
-            ]
-            args += [
-                slot.board_id,
-                period.id,
-                period.start_ms or 0,
-                period.end_ms or 0,
-                slot.expire_at_ms,
-            ]
+            slot_keys, slot_args = self._slot_parts(slot)
+            keys += slot_keys
+            args += slot_args
         for field, value in req.extras.items():
             args += [field, value]
         if self._award_pipeline is not None:
@@ -247,6 +239,22 @@ class ScoreStore:
             return TicketResult(status, limit=reply[1], wait_ms=int(reply[2]))
         return TicketResult(status)
 
+    def _slot_parts(self, slot: Slot) -> tuple[tuple[str, str], tuple[str | int, ...]]:
+        """The award script's keys and arguments for one period slot, built once per slot
+        (the same few serve every award of a period)."""
+        parts = self._slots.get(slot)
+        if parts is None:
+            if len(self._slots) >= MAX_SLOT_PARTS:
+                self._slots.clear()
+            period = slot.period
+            parts = (
+                self.keys.period_keys(slot.board_id, period.id),
+                (slot.board_id, period.id, period.start_ms or 0, period.end_ms or 0,
+                 slot.expire_at_ms),
+            )  # fmt: skip
+            self._slots[slot] = parts
+        return parts
+
     def _limits(
         self,
         keys: list[str],
@@ -275,12 +283,8 @@ class ScoreStore:
         args: list[str | int] = [op, user_id, new_event_id(ms(self.clock)), "", client_ip]
         args.append(len(slots))
         for slot in slots:
-            period_id = slot.period.id
-            keys += [
-                k.period_board(slot.board_id, period_id),
-                k.period_members(slot.board_id, period_id),
-            ]
-            args += [slot.board_id, period_id, slot.expire_at_ms]
+            keys += k.period_keys(slot.board_id, slot.period.id)
+            args += [slot.board_id, slot.period.id, slot.expire_at_ms]
         for field, value in extras.items():
             args += [field, value]
         status, score = (text(v) for v in await self._ban(keys=keys, args=args))

@@ -8,7 +8,7 @@
 -- ARGV: 1 user_id, 2 name ('' = keep the stored one), 3 action, 4 points, 5 event_id,
 --       6 idempotency_key, 7 now_ms ('' = Redis TIME), 8 client_ip, 9 idempotency_ttl_s,
 --       10 cooldown_ms, 11 max_per_day (0 = no cap), 12 ticket ('' = none),
---       13 address limits A, 14 user limits U, 15 periodic boards B, 16 period candidates N,
+--       13 address limits A, 14 user limits U, 15 period candidates N,
 --       then (A + U) x (name, quota, window_ms, cost),
 --       then N x (board_id, period_id, start_ms, end_ms, expire_at_ms), grouped by board:
 --       the periods the API's clock makes possible; the one holding Redis's TIME is the
@@ -27,9 +27,9 @@ local daily, ticket_key, open_tickets = KEYS[9], KEYS[10], KEYS[11]
 local user, name, action, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[12]
 local now_ms = clock_ms(ARGV[7])
 local n_ip, n_user = tonumber(ARGV[13]), tonumber(ARGV[14])
-local n_boards, n_candidates = tonumber(ARGV[15]), tonumber(ARGV[16])
-LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 16, now_ms * 1000
-local period_arg = 17 + 4 * (n_ip + n_user)
+local n_candidates = tonumber(ARGV[15])
+LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 15, now_ms * 1000
+local period_arg = 16 + 4 * (n_ip + n_user)
 local period_key = 12 + n_ip + n_user
 
 -- Every request counts against its address, replays included: replaying one key must not
@@ -92,8 +92,8 @@ if max_per_day > 0 then
 end
 
 -- Each periodic board's period: of its candidates (consecutive, one board_id), the one
--- holding now. None would mean the API's clock is further off than its candidates reach:
--- refuse rather than guess.
+-- holding now. A board with none means the API's clock is further off than its candidates
+-- reach: refuse rather than guess.
 local periods = {}
 local boards_seen, last_board = 0, nil
 for j = 0, n_candidates - 1 do
@@ -102,7 +102,7 @@ for j = 0, n_candidates - 1 do
   local holds = tonumber(ARGV[a + 2]) <= now_ms and now_ms < tonumber(ARGV[a + 3])
   if holds and #periods < boards_seen then periods[#periods + 1] = j end
 end
-if #periods ~= n_boards or boards_seen ~= n_boards then return {'clock-skew'} end
+if #periods ~= boards_seen then return {'clock-skew'} end
 
 local points = tonumber(ARGV[4])
 local score = 0
