@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
@@ -45,11 +46,11 @@ class BoardFeed:
     def __init__(
         self,
         settings: GatewaySettings,
-        fanouts: Fanout | dict[str, Fanout],
+        fanouts: Mapping[str, Fanout],
         clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
-        self.fanouts = fanouts if isinstance(fanouts, dict) else {ALL_TIME: fanouts}
+        self.fanouts = fanouts
         self.fanout = self.fanouts[ALL_TIME]
         self.boards: list[BoardSpec] = [
             b for b in settings.board_family() if b.board_id in self.fanouts

@@ -111,7 +111,7 @@ class Gateway:
         self.fanout = self.fanouts[ALL_TIME]
         # Bound once per board, shared by every connection of it.
         self._catch_up = {b: f.catch_up for b, f in self.fanouts.items()}
-        self.feed = BoardFeed(settings, dict(self.fanouts), clock)
+        self.feed = BoardFeed(settings, self.fanouts, clock)
         self.health = Health(
             ready=self._not_ready, details=lambda: {"version": self.fanout.version}
         )

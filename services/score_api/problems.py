@@ -85,11 +85,12 @@ def missing_token() -> Problem:
     return Problem.bearer(401, "invalid_token", "a bearer token is required", "token_missing")
 
 
+def unavailable(detail: str, reason: str) -> Problem:
+    """503: a dependency did not answer (or disagrees); safe to retry in a second."""
+    return Problem(503, "unavailable", detail, headers={"Retry-After": "1"}, reason=reason)
+
+
 def redis_unavailable() -> Problem:
-    return Problem(
-        503,
-        "unavailable",
-        "the score store is unreachable; retry with the same Idempotency-Key",
-        headers={"Retry-After": "1"},
-        reason="redis_unavailable",
+    return unavailable(
+        "the score store is unreachable; retry with the same Idempotency-Key", "redis_unavailable"
     )

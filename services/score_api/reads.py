@@ -17,7 +17,7 @@ from services.score_api.archives import Archives, ArchiveUnavailable
 from services.score_api.boardcache import BoardCache
 from services.score_api.httpparts import EncodedJson
 from services.score_api.metrics import BOARD_CACHE_HITS, BOARD_CACHE_MISSES
-from services.score_api.problems import Problem, redis_unavailable
+from services.score_api.problems import Problem, redis_unavailable, unavailable
 from services.score_api.settings import ApiSettings
 from services.score_api.store import ScoreStore
 from shared.boards import Boards
@@ -64,13 +64,7 @@ class BoardReads:
         try:
             return await read
         except ArchiveUnavailable:
-            raise Problem(
-                503,
-                "unavailable",
-                "the archive is unreachable; retry",
-                headers={"Retry-After": "1"},
-                reason="archive_unavailable",
-            ) from None
+            raise unavailable("the archive is unreachable; retry", "archive_unavailable") from None
 
     async def list_boards(self, request: Request) -> Response:
         return json_response({"boards": boardviews.board_list(self.boards, ms(self.clock))})
@@ -85,7 +79,8 @@ class BoardReads:
         if body is not None:
             BOARD_CACHE_HITS.inc()
             return EncodedJson(body)
-        BOARD_CACHE_MISSES.inc()
+        if cache is not None:
+            BOARD_CACHE_MISSES.inc()  # a period's page is never cached: no miss
         # Noted before the read: an invalidation during it means the page may be stale.
         generation = self.board_cache.generation
         final = await self.final(view)

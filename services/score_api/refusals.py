@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from services.score_api.problems import Problem
+from services.score_api.problems import Problem, unavailable
 from services.score_api.ratelimit import ratelimit_header, retry_after_seconds
 from services.score_api.store import AwardResult, TicketResult
 
@@ -39,14 +39,8 @@ def refusal(
             reason="ticket_invalid",
         )
     if status == "clock-skew":
-        # This replica's clock is a whole period away from Redis's: another replica may do.
-        return Problem(
-            503,
-            "unavailable",
-            "this replica's clock disagrees with the score store's; retry",
-            headers={"Retry-After": "1"},
-            reason="clock_skew",
-        )
+        # This replica's clock is over a minute off Redis's: another replica may do.
+        return unavailable("this replica's clock disagrees with the score store's", "clock_skew")
     if status == "ticket-used":
         return Problem(
             409,

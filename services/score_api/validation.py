@@ -91,19 +91,19 @@ def award_body(raw: bytes) -> AwardBody:
     user = body.get("user_id")
     if reporter and not (isinstance(user, str) and USER_ID.matches(user)):
         raise _invalid_body(f"user_id must be {USER_ID.describe()}")
-    name = body.get("name")
+    name = None
     if "name" in body:
+        if not isinstance(body["name"], str):
+            raise _invalid_body("name must be a string")
         try:
-            name = display_name(name, "", what="name") if name is not None else ""
+            name = display_name(body["name"], "", what="name")
         except TokenError as exc:
             raise _invalid_body(exc.detail) from None
-        if not name:
-            raise _invalid_body("name must be a string")
     return AwardBody(
         action_name(body),
         ticket if isinstance(ticket, str) else None,
         user if isinstance(user, str) else None,
-        name if isinstance(name, str) else None,
+        name,
     )
 
 
