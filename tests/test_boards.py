@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis.asyncio
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from devstack.devtoken import issue
 from services.persister.migrate import migrate
@@ -193,6 +194,11 @@ async def test_reads_by_board_and_period_and_the_list_of_boards(api: Api) -> Non
         {"board": "all-time", "period": "2026"},
         {"board": "tens", "period": "2026-12-01T00:00:05Z"},
         {"board": "daily", "period": "\u0662\u0660\u0662\u0666-01-01"},
+        {"board": "daily\x00"},
+        {"board": "daily", "period": "2026-12-01\x00"},
+        {"board": "daily", "period": "2026-12-01\n"},
+        {"board": "daily", "period": "9" * 5000},
+        {"board": "tens", "period": "\uff12026-12-01T00:00:00Z"},
     ],
 )
 async def test_unknown_boards_malformed_or_future_periods_are_422(
@@ -216,6 +222,18 @@ async def test_unknown_boards_malformed_or_future_periods_are_422(
         {ALL_TIME: {"reset": "never"}, "d": {"timezone": "UTC"}},
         {ALL_TIME: {"reset": "never"}, **{f"b{i}": {"reset": "daily"} for i in range(8)}},
         {},
+        # Hostile spellings: trailing newline, NUL, Unicode digits, wrong types, oversize.
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "daily", "timezone": "UTC\n"}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "daily", "timezone": "Europe/Berlin\x00"}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "daily", "timezone": "x" * 5000}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "daily", "week_start": "monday\n"}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "interval", "interval_seconds": "10"}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "interval", "interval_seconds": 10.5}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": "interval", "interval_seconds": 10**30}},
+        {ALL_TIME: {"reset": "never"}, "d": {"reset": ["daily"]}},
+        {ALL_TIME: {"reset": "never"}, "d\x00": {"reset": "daily"}},
+        {ALL_TIME: {"reset": "never"}, "daily\n": {"reset": "daily"}},
+        {ALL_TIME: {"reset": "never"}, "d": "daily"},
     ],
 )
 def test_a_wrong_board_configuration_stops_the_start(boards: dict[str, Any]) -> None:
@@ -391,3 +409,23 @@ def test_cached_slots_are_always_what_a_fresh_computation_gives() -> None:
     for _ in range(3000):
         at += rng.choice([1, 250, 1_000, 7_000, 30_000])
         assert cached.at(at) == Slots(FAMILY, 2).at(at), at
+
+
+@pytest.mark.parametrize("value", ["0", "101", "\u00b2", "\u0661", "", "1e1", "nan", "2.5", "-1"])
+def test_hostile_board_retention_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("BOARD_RETENTION_PERIODS", value)
+    with pytest.raises(ValidationError):
+        ApiSettings()
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"all-time": {"reset": "never"}', '["all-time"]', '"all-time"', "7"]
+)
+def test_a_boards_variable_that_is_no_mapping_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("BOARDS", raw)
+    with pytest.raises((ValidationError, SettingsError)):
+        ApiSettings()

@@ -258,3 +258,28 @@ async def test_starting_is_rate_limited_and_a_banned_user_gets_no_ticket(
         assert banned.status_code == 403
         assert banned.json()["type"].endswith("banned")
         assert not [k async for k in redis_client.scan_iter(f"{{{key_prefix}:*}}:open:bob*")]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status"),
+    [
+        ("text/plain", b'{"action": "quest"}', 415),
+        ("application/json", b'{"action": "' + b"q" * 5000 + b'"}', 413),
+        ("application/json", b'{"action": "quest\\n"}', 422),
+        ("application/json", b'{"action": "quest\\u0000"}', 422),
+        ("application/json", b'{"action": "\\uff51uest"}', 422),
+        ("application/json", b'{"action": ["quest"]}', 422),
+        ("application/json", b'{"action": "quest", "ticket": "' + b"a" * 32 + b'"}', 422),
+        ("application/json", b"\xff\xfe", 422),
+        ("application/json", b"", 422),
+    ],
+)
+async def test_hostile_start_requests_are_refused_and_issue_no_ticket(
+    api: Api, redis_client: redis.asyncio.Redis, content_type: str, raw: bytes, status: int
+) -> None:
+    headers = {"Authorization": f"Bearer {api.token('alice')}", "Content-Type": content_type}
+    refused = await api.http.post("/api/actions", content=raw, headers=headers)
+    assert refused.status_code == status
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert not [k async for k in redis_client.scan_iter(f"{api.keys.tag}:ticket:*")]
+    assert not [k async for k in redis_client.scan_iter(f"{api.keys.tag}:open:*")]

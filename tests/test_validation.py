@@ -66,6 +66,9 @@ def test_json_content_type_with_charset_passes() -> None:
         b'{"action": "q", "user_id": "bob", "name": "e\\u0301\\u0301\\u0301\\u0301\\u0301\\u0301"}',
         b'{"action": "q", "user_id": "bob", "name": "' + b"n" * 65 + b'"}',
         b'{"action": "q", "user_id": "bob", "name": 5}',
+        b'{"action": "q", "user_id": "bob", "name": "Bob\\u0000"}',
+        b'{"action": "q", "user_id": "bob", "name": "Bob\\n"}',
+        b'{"action": "q", "user_id": "bob", "name": null}',
     ],
 )
 def test_bodies_other_than_a_player_or_reporter_award_are_422(raw: bytes) -> None:
