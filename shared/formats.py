@@ -75,9 +75,11 @@ TICKET = Pattern("0-9a-f", 32, 32)
 ACTION = Pattern("A-Za-z0-9_.-", 64)
 
 
-# Version 2 adds ``periods`` to score events; readers accept every version listed.
-EVENT_VERSION = "2"
-EVENT_VERSIONS = ("1", "2")
+# Version 2 adds ``periods`` to score events; version 3 the moderation pipeline's types
+# (quarantine, release, revoke, dismiss) and fields (reason, revocation, flag). Readers
+# accept every version listed; an older reader refuses a newer event (and dead-letters it).
+EVENT_VERSION = "3"
+EVENT_VERSIONS = ("1", "2", "3")
 
 
 class Field:
@@ -109,6 +111,11 @@ class Field:
     # Version 2: the periods a score event counted in, ``<board_id>=<period_id>`` separated
     # by spaces (empty without periodic boards; shared.boards).
     PERIODS: Final = "periods"
+    # Version 3, on moderation events: the moderator's reason, the revocation's id (revoke),
+    # the flag's id (dismiss).
+    REASON: Final = "reason"
+    REVOCATION: Final = "revocation"
+    FLAG: Final = "flag"
 
 
 def _constants(namespace: type) -> dict[str, str]:
@@ -126,6 +133,9 @@ OPTIONAL_FIELDS = (
     Field.DURATION_MS,
     Field.REPORTER,
     Field.PERIODS,
+    Field.REASON,
+    Field.REVOCATION,
+    Field.FLAG,
 )
 REQUIRED_FIELDS = tuple(v for v in FIELDS.values() if v not in OPTIONAL_FIELDS)
 
@@ -134,6 +144,11 @@ class EventType:
     SCORE: Final = "score"
     BAN: Final = "ban"
     UNBAN: Final = "unban"
+    # Version 3: the moderation pipeline (README, Moderation).
+    QUARANTINE: Final = "quarantine"
+    RELEASE: Final = "release"
+    REVOKE: Final = "revoke"
+    DISMISS: Final = "dismiss"
 
 
 EVENT_TYPES = _constants(EventType)

@@ -53,6 +53,11 @@ class BoardKeys:
         "banned:periods",
         "Hash <user_id>|<board_id>|<period_id> -> <score>|<member> the user had there when banned.",
     )
+    # Quarantine (a shadow ban): the user's entries move to hidden sorted sets of the same
+    # form, where their awards keep scoring; ``members`` / period members still point at them.
+    quarantined = _Key("quarantined", "Hash user_id -> ms at which the user was quarantined.")
+    hidden_board = _Key("q:board", "Sorted set: quarantined users' all-time entries (as board).")
+    revocations = _Key("revocations", "Hash revocation_id -> ms at which Redis applied it.")
     # Staging copies that ``persister rebuild`` fills, then renames into place in one script.
     rebuild_board = _Key("rebuild:board", "Staging copy of ``board`` (persister rebuild).")
     rebuild_members = _Key("rebuild:members", "Staging copy of ``members`` (persister rebuild).")
@@ -75,6 +80,10 @@ class BoardKeys:
     def period_members(self, board_id: str, period_id: str) -> str:
         """Hash user_id -> that period's board member, to find a user's entry there."""
         return f"{self.tag}:pm:{board_id}:{period_id}"
+
+    def hidden_period_board(self, board_id: str, period_id: str) -> str:
+        """Sorted set of quarantined users' entries in one period (expires with the period)."""
+        return f"{self.tag}:q:p:{board_id}:{period_id}"
 
     def period_keys(self, board_id: str, period_id: str) -> tuple[str, str]:
         """``period_board`` and ``period_members`` of one period."""

@@ -31,7 +31,7 @@ def test_version_one_event_parses_with_extras() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{b"v": b"3"}, {b"v": b"1\n"}, {b"points": b"ten"}, {b"event_id": b""}, {b"ts": b"soon"}],
+    [{b"v": b"4"}, {b"v": b"1\n"}, {b"points": b"ten"}, {b"event_id": b""}, {b"ts": b"soon"}],
 )
 def test_invalid_events_are_refused(change: dict[bytes, bytes]) -> None:
     with pytest.raises(EventError):

@@ -79,7 +79,7 @@ def test_version_2_events_store_their_periods_and_version_1_events_none() -> Non
     assert parse_entry(entry("1-0", v="2", periods="")).periods is None
     assert parse_entry(entry("1-0", v="1")).periods is None
     with pytest.raises(EventError, match="version"):
-        parse_entry(entry("1-0", v="3"))
+        parse_entry(entry("1-0", v="4"))
 
 
 def test_proof_of_action_fields_are_null_when_absent() -> None:
@@ -127,7 +127,7 @@ def test_a_bad_duration_ms_dead_letters_that_entry_only() -> None:
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        ({"v": "3"}, "unsupported event version"),
+        ({"v": "4"}, "unsupported event version"),
         ({"type": "promote"}, "unknown event type 'promote'"),
         ({"type": "ban"}, "a ban event carries no points"),
         ({"points": "ten"}, "invalid literal"),
