@@ -74,6 +74,14 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# The admin console: its own scripts and styles, and no connection but to this API.
+ADMIN_HEADERS = PAGE_HEADERS | {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
 
 
 log = logging.getLogger("services.score_api")
@@ -325,6 +333,9 @@ class ScoreApi(BoardReads):
     async def live_page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    async def admin_page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "admin.html", headers=ADMIN_HEADERS)
+
     async def page_config(self, request: Request) -> Response:
         # "" lets the page use ws(s)://<its own host>:8001/ws/score.
         return json_response(
@@ -372,6 +383,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
         *api.health.routes(),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/", api.live_page, methods=["GET"]),
+        Route("/admin", api.admin_page, methods=["GET"]),
         Route("/config.json", api.page_config, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
