@@ -515,7 +515,8 @@ def test_the_copy_ceiling_writes_every_column_the_persister_inserts() -> None:
     assert [c.strip() for c in inserted.group(1).split(",")] == list(EventRow._fields)
     rows = persist.ceiling_rows(8)
     for column in EventRow._fields:
-        if column not in ("jti", "iss", "moderator"):  # dev tokens and no moderation events
+        # Dev tokens, and no moderation events (their moderator, reason, revocation, flag).
+        if column not in ("jti", "iss", "moderator", "reason", "revocation", "flag"):
             assert any(getattr(row, column) is not None for row in rows), column
     # A player's redeemed ticket, or a game server's report: never both on one award.
     assert all((row.ticket is None) != (row.reporter is None) for row in rows)

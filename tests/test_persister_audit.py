@@ -16,7 +16,7 @@ import redis.asyncio
 from jose import jws
 
 from devstack.devtoken import issue
-from services.persister.batch import EventRow, ban_states
+from services.persister.batch import EventRow, moderation_states
 from services.persister.migrate import migrate
 from services.persister.rebuild import rebuild
 from services.persister.reconcile import reconcile
@@ -40,7 +40,7 @@ def test_the_newest_inserted_moderation_event_decides() -> None:
         row("d", "9-0", "ban", "v"),
         row("e", "8-0", "score", "w"),
     ]
-    states = ban_states(rows, inserted={"a", "b", "c", "e"})
+    states = moderation_states(rows, inserted={"a", "b", "c", "e"})
     assert [(s.user_id, s.banned) for s in states] == [("u", False)]
 
 

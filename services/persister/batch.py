@@ -3,7 +3,8 @@
 ``parse`` turns raw entries into rows to insert, entries to acknowledge as duplicates within
 the batch, and entries that are refused (dead-letter candidates). ``user_deltas`` folds the rows
 that PostgreSQL reports as newly inserted into one change per user: only those points count, so
-a redelivered event never adds twice.
+a redelivered event never adds twice. ``moderation_states`` and ``flag_decisions`` fold the
+inserted moderation events into the users' states and the flags they decide.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 from shared import redisconn
 from shared.events import EventError, ScoreEvent
 from shared.formats import EVENT_ID, EventType, Field
+from shared.moderation import FLAGS_AFTER, STATE_ACTIONS
 
 BIGINT_MAX = 2**63 - 1
 _BIGINT_DIGITS = len(str(BIGINT_MAX))
@@ -54,6 +56,11 @@ class EventRow(NamedTuple):
     duration_ms: int | None = None
     reporter: str | None = None
     periods: str | None = None
+    # Version 3, moderation events: the moderator's reason, the revocation (revoke), the
+    # flag (dismiss).
+    reason: str | None = None
+    revocation: str | None = None
+    flag: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +119,8 @@ def parse_entry(entry: StreamEntry) -> EventRow:
     event = ScoreEvent.from_fields(entry.fields)
     if event.type not in EVENT_TYPES:
         raise EventError(f"unknown event type {event.type!r}")
-    if event.points and event.type in MODERATION_TYPES:
-        raise EventError(f"a {event.type} event carries no points")
+    if event.type in MODERATION_TYPES:
+        _check_moderation(event)
     if not EVENT_ID.matches(event.event_id):
         raise EventError(f"event_id must be {EVENT_ID.describe()}")
     for label, number in (("points", event.points), ("score", event.score), ("seq", event.seq)):
@@ -130,6 +137,7 @@ def parse_entry(entry: StreamEntry) -> EventRow:
     except (OverflowError, OSError, ValueError):
         raise EventError("ts is out of range") from None
     duration = extras.get(Field.DURATION_MS)
+    flag = extras.get(Field.FLAG)
     return EventRow(
         event.event_id,
         entry.stream_id,
@@ -149,55 +157,142 @@ def parse_entry(entry: StreamEntry) -> EventRow:
         extras.get(Field.ISS),
         extras.get(Field.BY),
         extras.get(Field.TICKET),
-        None if duration is None else duration_ms(duration),
+        None if duration is None else digits(duration, Field.DURATION_MS),
         extras.get(Field.REPORTER),
         extras.get(Field.PERIODS) or None,
+        extras.get(Field.REASON),
+        extras.get(Field.REVOCATION),
+        None if flag is None else digits(flag, Field.FLAG),
     )
 
 
-def duration_ms(value: str) -> int:
-    """``duration_ms`` as a number. ``int()`` alone would take more than the format's ASCII
-    digits (signs, spaces, underscores, Unicode digits such as ``"١٢"``); ``str.isdigit``
-    alone takes ``"²"``, which ``int()`` then refuses with a ValueError that is no
-    ``EventError``. At most 19 digits, so a long string is refused before converting it."""
+def digits(value: str, label: str) -> int:
+    """A field of ASCII digits (``duration_ms``, ``flag``) as a number. ``int()`` alone would
+    take more than the format's digits (signs, spaces, underscores, Unicode digits such as
+    ``"١٢"``); ``str.isdigit`` alone takes ``"²"``, which ``int()`` then refuses with a
+    ValueError that is no ``EventError``. At most 19 digits, so a long string is refused
+    before converting it."""
     if value.isascii() and value.isdigit() and len(value) <= _BIGINT_DIGITS:
         number = int(value)
         if number <= BIGINT_MAX:
             return number
-    raise EventError("duration_ms must be a decimal integer in 0..2**63-1")
+    raise EventError(f"{label} must be a decimal integer in 0..2**63-1")
+
+
+def _check_moderation(event: ScoreEvent) -> None:
+    """A moderation event carries no points, and a revoke / dismiss names what it is about
+    (the revocation / the flag); only moderation events are checked, off the award path."""
+    if event.points:
+        raise EventError(f"a {event.type} event carries no points")
+    if event.type == EventType.REVOKE and not event.extras.get(Field.REVOCATION):
+        raise EventError("a revoke event names its revocation")
+    if event.type == EventType.DISMISS and Field.FLAG not in event.extras:
+        raise EventError("a dismiss event names its flag")
 
 
 # The one place that knows event types: a type missing here is refused (and dead-lettered).
 # Types whose points count towards ``users.score``.
 SCORING_TYPES = frozenset({EventType.SCORE})
-# Types that set a user's ban state and carry no points.
-MODERATION_TYPES = frozenset({EventType.BAN, EventType.UNBAN})
+# Moderation types carry no points. State types set a user's state (users.banned and
+# users.quarantined, shared.moderation.FLAGS_AFTER); revoke records a revocation the score API
+# already applied in PostgreSQL; dismiss closes one flag.
+STATE_TYPES = frozenset(STATE_ACTIONS)
+MODERATION_TYPES = STATE_TYPES | {EventType.REVOKE, EventType.DISMISS}
 EVENT_TYPES = SCORING_TYPES | MODERATION_TYPES
+# Types that action a user's open flags (user_flags: open -> actioned).
+ACTIONING_TYPES = frozenset({EventType.BAN, EventType.QUARANTINE, EventType.REVOKE})
 
 
 @dataclass(frozen=True, slots=True)
-class BanState:
-    """What a batch's newest inserted moderation event says about one user."""
+class ModerationState:
+    """What a batch's newest inserted state event says about one user."""
 
     user_id: str
     name: str
     banned: bool
+    quarantined: bool
     at: datetime
 
 
-def ban_states(rows: Sequence[EventRow], inserted: set[str]) -> list[BanState]:
-    """Per user, the newest newly inserted ban/unban of the batch, sorted by user id."""
+def moderation_states(rows: Sequence[EventRow], inserted: set[str]) -> list[ModerationState]:
+    """Per user, the newest newly inserted state event (ban, unban, quarantine, release) of
+    the batch, sorted by user id. Each one sets both flags (``FLAGS_AFTER``)."""
     newest: dict[str, EventRow] = {}
     for row in rows:
-        if row.event_id not in inserted or row.type not in MODERATION_TYPES:
+        if row.type not in STATE_TYPES or row.event_id not in inserted:
             continue
         seen = newest.get(row.user_id)
         if seen is None or stream_id_key(row.stream_id) > stream_id_key(seen.stream_id):
             newest[row.user_id] = row
     return [
-        BanState(user, row.name, row.type == EventType.BAN, row.created_at)
+        ModerationState(user, row.name, *FLAGS_AFTER[row.type], row.created_at)
         for user, row in sorted(newest.items())
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagAction:
+    """A ban, quarantine or revoke that actions the user's open flags."""
+
+    user_id: str
+    moderator: str | None
+    at: datetime
+    decision: str  # "<type>: <reason>" (the type alone without a reason)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDismissal:
+    """A dismiss event: one flag, dismissed by a moderator."""
+
+    flag_id: int
+    moderator: str | None
+    at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class FlagDecisions:
+    """What the batch's inserted events decide about flags, in the order to apply them:
+    dismissals that came before any action on the same user, then the actions (the first per
+    user), then the other dismissals (which find an actioned flag no longer open)."""
+
+    early: list[FlagDismissal] = field(default_factory=list)
+    actions: list[FlagAction] = field(default_factory=list)
+    late: list[FlagDismissal] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.early or self.actions or self.late)
+
+
+def flag_decisions(rows: Sequence[EventRow], inserted: set[str]) -> FlagDecisions:
+    """The flag decisions of the newly inserted rows; each list sorted by user / flag id (a
+    fixed lock order), one entry per user or flag (the first in stream order)."""
+    events = [
+        r
+        for r in rows
+        if r.type in ACTIONING_TYPES or r.type == EventType.DISMISS
+        if r.event_id in inserted
+    ]
+    if not events:
+        return FlagDecisions()
+    events.sort(key=lambda r: stream_id_key(r.stream_id))
+    actions: dict[str, FlagAction] = {}
+    early: dict[int, FlagDismissal] = {}
+    late: dict[int, FlagDismissal] = {}
+    for r in events:
+        if r.type == EventType.DISMISS:
+            assert r.flag is not None  # parse_entry refuses a dismiss without one
+            after = late if r.user_id in actions else early
+            if r.flag not in early and r.flag not in late:
+                after[r.flag] = FlagDismissal(r.flag, r.moderator, r.created_at, r.reason)
+        elif r.user_id not in actions:
+            decision = r.type if r.reason is None else f"{r.type}: {r.reason}"
+            actions[r.user_id] = FlagAction(r.user_id, r.moderator, r.created_at, decision)
+    return FlagDecisions(
+        [early[k] for k in sorted(early)],
+        [actions[k] for k in sorted(actions)],
+        [late[k] for k in sorted(late)],
+    )
 
 
 def user_deltas(rows: Sequence[EventRow], inserted: set[str]) -> list[UserDelta]:

@@ -14,18 +14,24 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.persister.batch import EventRow, Refused, ban_states, user_deltas
+from services.persister.batch import (
+    EventRow,
+    Refused,
+    flag_decisions,
+    moderation_states,
+    user_deltas,
+)
 
 log = logging.getLogger(__name__)
 
 _INSERT_EVENTS = """
 INSERT INTO score_events (event_id, stream_id, seq, type, user_id, name, action, points,
     score_after, idempotency_key, client_ip, created_at, request_id, user_agent, jti, iss,
-    moderator, ticket, duration_ms, reporter, periods)
+    moderator, ticket, duration_ms, reporter, periods, reason, revocation, flag)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[],
     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-    $19::bigint[], $20::text[], $21::text[])
+    $19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[], $24::bigint[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
@@ -41,15 +47,37 @@ ON CONFLICT (user_id) DO UPDATE SET
     updated_at = GREATEST(u.updated_at, excluded.updated_at)
 """
 
-# A ban or unban sets the state unless a newer moderation event already did; a user banned
-# before ever scoring gets a row with score 0.
-_UPSERT_BANS = """
-INSERT INTO users AS u (user_id, name, score, last_seq, updated_at, banned, moderated_at)
-SELECT user_id, name, 0, 0, at, banned, at
-FROM unnest($1::text[], $2::text[], $3::boolean[], $4::timestamptz[])
-    AS t(user_id, name, banned, at)
-ON CONFLICT (user_id) DO UPDATE SET banned = excluded.banned, moderated_at = excluded.moderated_at
+# A state event (ban, unban, quarantine, release) sets both flags unless a newer state event
+# already did; a user moderated before ever scoring gets a row with score 0. Revoke events
+# change no row here: the score API's transaction already took the points off users.score.
+_UPSERT_STATES = """
+INSERT INTO users AS u (user_id, name, score, last_seq, updated_at, banned, quarantined,
+    moderated_at)
+SELECT user_id, name, 0, 0, at, banned, quarantined, at
+FROM unnest($1::text[], $2::text[], $3::boolean[], $4::boolean[], $5::timestamptz[])
+    AS t(user_id, name, banned, quarantined, at)
+ON CONFLICT (user_id) DO UPDATE SET banned = excluded.banned,
+    quarantined = excluded.quarantined, moderated_at = excluded.moderated_at
 WHERE u.moderated_at IS NULL OR excluded.moderated_at >= u.moderated_at
+"""
+
+# A ban, quarantine or revoke actions the user's open flags, those raised by then (a flag
+# first seen after the action, e.g. a quarantined user's later awards, stays open).
+_ACTION_FLAGS = """
+UPDATE user_flags AS f SET state = 'actioned', decided_by = t.moderator, decided_at = t.at,
+    decision = t.decision
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+    AS t(user_id, moderator, at, decision)
+WHERE f.user_id = t.user_id AND f.state = 'open' AND f.first_seen <= t.at
+"""
+
+# A dismiss closes its flag if still open (the score API may have done it already).
+_DISMISS_FLAGS = """
+UPDATE user_flags AS f SET state = 'dismissed', decided_by = t.moderator, decided_at = t.at,
+    decision = t.reason
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[])
+    AS t(flag_id, moderator, at, reason)
+WHERE f.flag_id = t.flag_id AND f.state = 'open'
 """
 
 
@@ -122,10 +150,20 @@ class EventStore:
             if deltas:
                 user_columns = ("user_id", "name", "points", "last_seq", "updated_at")
                 await conn.execute(_UPSERT_USERS, *_columns(deltas, user_columns))
-            bans = ban_states(ordered, inserted)
-            if bans:
-                ban_columns = ("user_id", "name", "banned", "at")
-                await conn.execute(_UPSERT_BANS, *_columns(bans, ban_columns))
+            states = moderation_states(ordered, inserted)
+            if states:
+                state_columns = ("user_id", "name", "banned", "quarantined", "at")
+                await conn.execute(_UPSERT_STATES, *_columns(states, state_columns))
+            flags = flag_decisions(ordered, inserted)
+            if flags:
+                dismissal = ("flag_id", "moderator", "at", "reason")
+                if flags.early:
+                    await conn.execute(_DISMISS_FLAGS, *_columns(flags.early, dismissal))
+                if flags.actions:
+                    action = ("user_id", "moderator", "at", "decision")
+                    await conn.execute(_ACTION_FLAGS, *_columns(flags.actions, action))
+                if flags.late:
+                    await conn.execute(_DISMISS_FLAGS, *_columns(flags.late, dismissal))
         return inserted
 
     async def checkpoint(self, stream: str, group: str) -> str | None:
