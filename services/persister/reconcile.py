@@ -1,11 +1,12 @@
 """``persister reconcile``: compare each user's total in Redis and in PostgreSQL.
 
 Three numbers per user must agree: the board's score (for a banned user, the score kept
-aside by the ban), ``users.score`` and the sum of the user's ``score_events.points``. For
-the current period of each periodic board (by Redis's clock), two: the period's score in
-Redis (or kept aside by a ban) and the sum of the points of the events that name the period. Events
-still in the stream (persister lag) show up as differences, so run it when the lag is zero,
-or run it twice and look at what persists.
+aside by the ban; for a quarantined one, the hidden board's), ``users.score`` and the sum of
+the points of the user's unrevoked ``score_events``. For the current period of each periodic
+board (by Redis's clock), two: the period's score in Redis (public, hidden, or kept aside by
+a ban) and the sum of the points of the unrevoked events that name the period. Events still
+in the stream (persister lag) show up as differences, so run it when the lag is zero, or run
+it twice and look at what persists.
 """
 
 from __future__ import annotations
@@ -70,18 +71,19 @@ async def reconcile(settings: SharedSettings, out: TextIO = sys.stdout) -> list[
     conn = await asyncpg.connect(settings.database_url)
     try:
         board: dict[str, int] = {}
-        async for member, score in redis.zscan_iter(keys.board, count=1000):
-            _, user_id = decode_member(member.decode())
-            board[user_id] = -int(score)
-        # A banned user's total is kept aside by the ban (shared.formats.banned_value).
+        # Quarantined users' entries are on the hidden board, everyone else's on the board; a
+        # banned user's total is kept aside by the ban (shared.formats.banned_value). Each
+        # place adds, so a user found in two (which the scripts never leave) differs.
+        for key in (keys.board, keys.hidden_board):
+            await _scores(redis, key, board)
         async for user, saved in redis.hscan_iter(keys.banned, count=1000):
             score, _ = banned_parts(saved.decode())
-            board[user.decode()] = score or 0
+            _add(board, user.decode(), score or 0)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             users = await conn.fetch("SELECT user_id, score FROM users")
             sums = await conn.fetch(
                 "SELECT user_id, sum(points)::bigint AS total FROM score_events"
-                " WHERE type = 'score' GROUP BY user_id"
+                " WHERE type = 'score' AND revoked_by IS NULL GROUP BY user_id"
             )
             differences = compare(
                 board,
@@ -109,16 +111,24 @@ async def _periods(
     for board in settings.board_family().periodic:
         period = board.period_at(now)
         scores: dict[str, int] = {}
-        async for member, score in redis.zscan_iter(
-            keys.period_board(board.board_id, period.id), count=1000
-        ):
-            scores[decode_member(member.decode())[1]] = -int(score)
+        await _scores(redis, keys.period_board(board.board_id, period.id), scores)
+        await _scores(redis, keys.hidden_period_board(board.board_id, period.id), scores)
         suffix = banned_period_field("", board.board_id, period.id)
         async for field, saved in redis.hscan_iter(keys.banned_periods, count=1000):
             name = field.decode()
             if name.endswith(suffix):
-                scores[name[: -len(suffix)]] = banned_parts(saved.decode())[0] or 0
+                _add(scores, name[: -len(suffix)], banned_parts(saved.decode())[0] or 0)
         rows = await conn.fetch(PERIOD_TOTALS, period_tag(board.board_id, period.id))
         events = {r["user_id"]: r["score"] for r in rows}
         out += compare_period(f"{board.board_id} {period.id}", scores, events)
     return out
+
+
+async def _scores(redis: RedisClient, key: str, into: dict[str, int]) -> None:
+    """Every user's total on one sorted set of the board's form, into ``into``."""
+    async for member, score in redis.zscan_iter(key, count=1000):
+        _add(into, decode_member(member.decode())[1], -int(score))
+
+
+def _add(into: dict[str, int], user_id: str, score: int) -> None:
+    into[user_id] = into.get(user_id, 0) + score
