@@ -6,7 +6,9 @@
   nothing undelivered at Redis's now), so an event accepted before the boundary
   but persisted after it still counts. The standings come from the events that name the
   period (event version 2), ranked as the board ranks them: score, then who reached it
-  first (the lower arrival counter), then the lower user id; banned users are left out.
+  first (the lower arrival counter), then the lower user id; revoked events never count,
+  and banned and quarantined users are left out (the score API also leaves out of an
+  archive's pages the users banned or quarantined after it was written).
 - **Exactly once.** One transaction takes an advisory lock on the period, checks its
   ``board_periods_closed`` row, writes the standings and that row. A second persister waits
   for the lock and then finds the row; a crash rolls the transaction back and the next pass
@@ -41,7 +43,7 @@ SELECT $2, $3, row_number() OVER (ORDER BY t.score DESC, t.last_seq, t.user_id),
     t.user_id, coalesce(u.name, t.user_id), t.score, t.reached_at
 FROM ({PERIOD_TOTALS}) AS t
 LEFT JOIN users AS u USING (user_id)
-WHERE NOT coalesce(u.banned, false)
+WHERE NOT coalesce(u.banned, false) AND NOT coalesce(u.quarantined, false)
 """  # noqa: S608
 
 

@@ -1,12 +1,15 @@
 -- Put one rebuilt period of a periodic board in place, with its expiry (persister rebuild).
--- KEYS: staged board, staged members, live board, live members    ARGV: expire_at_ms
+-- KEYS: staged board, members, hidden board; live board, members, hidden board
+-- ARGV: expire_at_ms
 -- The live keys are UNLINKed (freed off the main thread), then replaced by the staged ones
--- when there are any; a period without events ends up without keys.
-redis.call('UNLINK', KEYS[3], KEYS[4])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RENAME', KEYS[1], KEYS[3])
-  redis.call('RENAME', KEYS[2], KEYS[4])
-  redis.call('PEXPIREAT', KEYS[3], ARGV[1])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[1])
+-- that exist; a period without events ends up without keys, one without quarantined users'
+-- events without a hidden board.
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('UNLINK', KEYS[i + n])
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('RENAME', KEYS[i], KEYS[i + n])
+    redis.call('PEXPIREAT', KEYS[i + n], ARGV[1])
+  end
 end
 return 1
