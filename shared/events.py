@@ -15,6 +15,7 @@ dead-letters such entries.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,3 +79,14 @@ def _nonempty(value: str) -> str:
     if not value:
         raise ValueError("empty identifier")
     return value
+
+
+def new_event_id(now_ms: int) -> str:
+    """32 hex characters: time-ordered prefix plus 80 random bits; unique without Redis state."""
+    return f"{now_ms:012x}{os.urandom(10).hex()}"
+
+
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """Numeric order of stream ids (``ms-seq``), which string order gets wrong."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

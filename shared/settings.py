@@ -38,6 +38,8 @@ class SharedSettings(BaseSettings):
     boards: dict[str, dict[str, str | int]] = Field(default_factory=_default_boards)
     # Periods of each periodic board kept in Redis: the current one and the ones before.
     board_retention_periods: int = Field(default=2, ge=1, le=100)
+    # The persisters' consumer group; the score API waits on it before a revocation.
+    persister_group: str = Field(default="persister", min_length=1)
 
     @field_validator("redis_key_prefix", "board_id")
     @classmethod

@@ -25,6 +25,7 @@ from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, ScoreStore
 from shared.boards import ALL_TIME, Boards, Slots
 from shared.keys import BoardKeys
+from shared.formats import EVENT_VERSION
 from shared.periods import Schedule
 from tests.support import api_process, stream_events
 from tests.test_periods import ms
@@ -77,11 +78,11 @@ async def test_an_award_lands_in_the_period_that_redis_time_holds_on_every_board
     assert await scores(redis_client, keys.period_board("daily", "2026-12-31")) == {"ann": 10}
     assert await scores(redis_client, keys.period_board("daily", "2027-01-01")) == {"ann": 5}
     assert await scores(redis_client, keys.period_board("weekly", "2026-W53")) == {"ann": 15}
-    # Version-2 events name the periods they counted in.
+    # Events (version 2 on) name the periods they counted in.
     events = await stream_events(redis_client, keys.stream)
     assert [(e["v"], e["periods"]) for e in events] == [
-        ("2", "daily=2026-12-31 weekly=2026-W53 tens=2026-12-31T23:59:50Z"),
-        ("2", "daily=2027-01-01 weekly=2026-W53 tens=2027-01-01T00:00:00Z"),
+        (EVENT_VERSION, "daily=2026-12-31 weekly=2026-W53 tens=2026-12-31T23:59:50Z"),
+        (EVENT_VERSION, "daily=2027-01-01 weekly=2026-W53 tens=2027-01-01T00:00:00Z"),
     ]
     # A replay answers the standings it first answered.
     again = await store.award(award("a", "ann", 10, first), now_ms=first + 10)

@@ -18,6 +18,7 @@ from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.clock import Clock
 from shared.keys import BoardKeys
+from shared.formats import EVENT_VERSION
 from tests.support import CLIENT_ACTIONS, NO_LIMITS, ONE_BOARD, board_state, serve, stream_events
 
 
@@ -78,7 +79,7 @@ async def test_accepted_update_returns_result_and_appends_one_event(
     assert body["duplicate"] is False
     [event] = await stream_events(redis_client, api.keys.stream)
     assert event | {"ts": "", "seq": ""} == {
-        "v": "2",
+        "v": EVENT_VERSION,
         "type": "score",
         "event_id": body["event_id"],
         "user_id": "alice",

@@ -22,6 +22,7 @@ from services.score_api import boardviews, policy, validation
 from services.score_api.actions import Action, UnknownAction
 from services.score_api.archives import Archives
 from services.score_api.boardcache import BoardCache
+from services.score_api.database import Database
 from services.score_api.follower import CacheInvalidator
 from services.score_api.httpparts import (
     EncodedJson,
@@ -38,6 +39,7 @@ from services.score_api.metrics import (
     DUPLICATES,
     RequestMiddleware,
 )
+from services.score_api.moderation import Moderation
 from services.score_api.openapi import openapi_document
 from services.score_api.problems import Problem, missing_token, redis_unavailable
 from services.score_api.ratelimit import policy_header
@@ -48,7 +50,6 @@ from services.score_api.store import AwardRequest, ScoreStore, TicketRequest
 from services.score_api.tickets import new_ticket_id, rfc3339
 from services.score_api.tokencache import TokenCache
 from services.score_api.tokens import (
-    SCOPE_ADMIN,
     SCOPE_WRITE,
     Claims,
     ScopeError,
@@ -92,7 +93,7 @@ log = logging.getLogger("services.score_api")
 BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
 
 
-class ScoreApi(BoardReads):
+class ScoreApi(BoardReads, Moderation):
     """Holds the wiring of one app instance; handlers are its methods."""
 
     def __init__(self, settings: ApiSettings, clock: Clock | None = None) -> None:
@@ -136,6 +137,7 @@ class ScoreApi(BoardReads):
         self.boards = settings.board_family()
         self.all_time = boardviews.all_time(self.boards)
         self.archives = Archives(settings.database_url, settings.redis_timeout_seconds, self.clock)
+        self.database = Database(settings.database_url, settings.redis_timeout_seconds)
         self.slots = Slots(self.boards, settings.board_retention_periods)
         self.health = Health(ready=self.ready_problems)
 
@@ -294,32 +296,6 @@ class ScoreApi(BoardReads):
     async def list_actions(self, request: Request) -> Response:
         return EncodedJson(self.actions_body)
 
-    async def ban(self, request: Request) -> Response:
-        return await self._moderate(request, "ban")
-
-    async def unban(self, request: Request) -> Response:
-        return await self._moderate(request, "unban")
-
-    async def _moderate(self, request: Request, op: str) -> Response:
-        """Ban or unban a user (scope score:admin); recorded as a stream event with its author."""
-        claims = await self.authenticate(request, SCOPE_ADMIN)
-        user_id = validation.user_id(request.path_params["user_id"])
-        ip = self.client_ip(request)
-        extras = audit_fields(request, claims) | {Field.BY: claims.sub}
-        try:
-            changed, score = await self.store.moderate(
-                op, user_id, ip, extras, self.slots.retained(ms(self.clock))
-            )
-        except RedisError:
-            self.board_cache.invalidate()
-            raise redis_unavailable() from None
-        # Even unchanged: the ban may have been made by another replica moments ago.
-        self.board_cache.invalidate()
-        state = "banned" if op == "ban" else "active"
-        return json_response(
-            {"user_id": user_id, "status": state, "changed": changed, "score": score}
-        )
-
     async def ready_problems(self) -> dict[str, object]:
         try:
             await self.store.ready()
@@ -369,6 +345,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
                 if follower:
                     await follower.aclose()
                 await api.archives.aclose()
+                await api.database.aclose()
                 await api.redis.aclose()
 
     routes = [
@@ -377,8 +354,13 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
         Route("/api/actions", api.list_actions, methods=["GET"]),
         Route("/api/score-board", api.score_board, methods=["GET"]),
         Route("/api/boards", api.list_boards, methods=["GET"]),
+        Route("/api/me", api.me, methods=["GET"]),
         Route("/api/admin/users/{user_id}", api.ban, methods=["DELETE"]),
+        Route("/api/admin/users/{user_id}/ban", api.ban_post, methods=["POST"]),
         Route("/api/admin/users/{user_id}/unban", api.unban, methods=["POST"]),
+        Route("/api/admin/users/{user_id}/quarantine", api.quarantine, methods=["POST"]),
+        Route("/api/admin/users/{user_id}/release", api.release, methods=["POST"]),
+        Route("/api/admin/users/{user_id}/revoke", api.revoke, methods=["POST"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
         *api.health.routes(),
         Route("/openapi.json", api.openapi, methods=["GET"]),

@@ -36,6 +36,12 @@ class View:
             return keys.board, keys.members
         return keys.period_keys(self.board.board_id, self.period.id)
 
+    def hidden_key(self, keys: BoardKeys) -> str:
+        """The hidden sorted set of quarantined users' entries that goes with ``keys``."""
+        if self.all_time:
+            return keys.hidden_board
+        return keys.hidden_period_board(self.board.board_id, self.period.id)
+
     def fields(self, final: bool = False) -> dict[str, object]:
         """What a response says about the board and period it shows."""
         return {

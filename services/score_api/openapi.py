@@ -10,6 +10,7 @@ from dataclasses import fields
 from typing import Any
 
 from services.score_api.actions import MODES, Action
+from services.score_api.openapi_admin import admin_paths, admin_schemas
 from services.score_api.settings import ApiSettings
 from services.score_api.tokens import MAX_NAME_CHARS
 from services.score_api.validation import MAX_AROUND, MAX_LIMIT, MAX_OFFSET
@@ -169,30 +170,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                     },
                 }
             },
-            "/api/admin/users/{user_id}": {
-                "delete": {
-                    "operationId": "banUser",
-                    "summary": "Ban a user: remove from the board, refuse further updates",
-                    "security": bearer,
-                    "parameters": [user_path],
-                    "responses": {
-                        "200": {"description": "Banned", "content": _json("Moderation")},
-                        **_problems(401, 403, 422, 503),
-                    },
-                }
-            },
-            "/api/admin/users/{user_id}/unban": {
-                "post": {
-                    "operationId": "unbanUser",
-                    "summary": "Lift a ban; the user returns with the score they had",
-                    "security": bearer,
-                    "parameters": [user_path],
-                    "responses": {
-                        "200": {"description": "Active again", "content": _json("Moderation")},
-                        **_problems(401, 403, 422, 503),
-                    },
-                }
-            },
+            **admin_paths(user_path, [board_query, period_query]),
             "/": {
                 "get": {
                     "operationId": "livePage",
@@ -391,6 +369,20 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Entry"},
                         },
                         "total": {"type": "integer", "minimum": 0},
+                        # An archived period's revocations (the archive is never rewritten).
+                        "corrections": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["user_id", "points", "revocation_id", "at"],
+                                "properties": {
+                                    "user_id": USER_ID_SCHEMA,
+                                    "points": {"type": "integer"},
+                                    "revocation_id": {"type": "string"},
+                                    "at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Rank": {
@@ -436,17 +428,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                         }
                     },
                 },
-                "Moderation": {
-                    "type": "object",
-                    "required": ["user_id", "status", "changed", "score"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "user_id": USER_ID_SCHEMA,
-                        "status": {"enum": ["banned", "active"]},
-                        "changed": {"type": "boolean"},
-                        "score": {"type": ["integer", "null"]},
-                    },
-                },
+                **admin_schemas(entry, view_fields),
                 "PageConfig": {
                     "type": "object",
                     "required": ["gateway_url", "player_writes"],

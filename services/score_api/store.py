@@ -7,28 +7,32 @@ replay a timeline.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from services.score_api.autopipe import ScriptPipeline
 from services.score_api.ratelimit import Limit
+from services.score_api.revocations import ALL as ALL_BOARDS
+from services.score_api.revocations import Revocation
 from shared.board import Entry, entries_from_reply
 from shared.board_reader import BoardReader
 from shared.boards import ALL_TIME, Slot
 from shared.clock import SYSTEM, Clock, ms
+from shared.events import new_event_id, stream_order
 from shared.keys import BoardKeys
+from shared.moderator import MODERATE, Moderator
 from shared.periods import ALL_TIME as ALL_TIME_PERIOD
 from shared.redisconn import RedisClient, lua, text
 
-_AWARD = lua("services.score_api", "award", "limits")
+_AWARD = lua("services.score_api", "award", "limits", "standing")
 _TICKET = lua("services.score_api", "ticket", "limits")
-_RANK = lua("services.score_api", "rank")
-_BAN = lua("services.score_api", "ban")
+_RANK = lua("services.score_api", "rank", "standing")
+_POSITION = lua("services.score_api", "position")
+_REVOKE = lua("services.score_api", "revoke")
 MAX_SLOT_PARTS = 256
 # Every script this store runs, as loaded (readiness reloads them after a Redis restart).
-SCRIPTS = (_AWARD, _RANK, _BAN, _TICKET)
+SCRIPTS = (_AWARD, _RANK, _TICKET, _POSITION, _REVOKE, MODERATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +128,6 @@ class TicketResult:
     wait_ms: int = 0
 
 
-def new_event_id(now_ms: int) -> str:
-    """32 hex characters: time-ordered prefix plus 80 random bits; unique without Redis state."""
-    return f"{now_ms:012x}{os.urandom(10).hex()}"
-
-
 class ScoreStore:
     def __init__(
         self, redis: RedisClient, keys: BoardKeys, idempotency_ttl: int, clock: Clock = SYSTEM
@@ -143,9 +142,11 @@ class ScoreStore:
             ScriptPipeline(redis, self._award) if isinstance(redis, Redis) else None
         )
         self._rank = redis.register_script(_RANK)
-        self._ban = redis.register_script(_BAN)
+        self.moderate = Moderator(redis, keys, clock)
+        self._position = redis.register_script(_POSITION)
+        self._revoke = redis.register_script(_REVOKE)
         self._ticket = redis.register_script(_TICKET)
-        self._slots: dict[Slot, tuple[tuple[str, str], tuple[str | int, ...]]] = {}
+        self._slots: dict[Slot, tuple[tuple[str, ...], tuple[str | int, ...]]] = {}
         self._ticket_pipeline = (
             ScriptPipeline(redis, self._ticket) if isinstance(redis, Redis) else None
         )
@@ -165,6 +166,8 @@ class ScoreStore:
             k.daily(req.user_id, req.action),
             k.ticket(req.ticket),
             k.open_tickets(req.user_id, req.action),
+            k.quarantined,
+            k.hidden_board,
         ]
         args: list[str | int] = [
             req.user_id,
@@ -239,7 +242,7 @@ class ScoreStore:
             return TicketResult(status, limit=reply[1], wait_ms=int(reply[2]))
         return TicketResult(status)
 
-    def _slot_parts(self, slot: Slot) -> tuple[tuple[str, str], tuple[str | int, ...]]:
+    def _slot_parts(self, slot: Slot) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
         """The award script's keys and arguments for one period slot, built once per slot
         (the same few serve every award of a period)."""
         parts = self._slots.get(slot)
@@ -248,7 +251,8 @@ class ScoreStore:
                 self._slots.clear()
             period = slot.period
             parts = (
-                self.keys.period_keys(slot.board_id, period.id),
+                (*self.keys.period_keys(slot.board_id, period.id),
+                 self.keys.hidden_period_board(slot.board_id, period.id)),
                 (slot.board_id, period.id, period.start_ms or 0, period.end_ms or 0,
                  slot.expire_at_ms),
             )  # fmt: skip
@@ -268,35 +272,22 @@ class ScoreStore:
             keys.append(self.keys.rate(limit.name, subject))
             args += [limit.name, limit.quota, limit.window_ms, limit.cost(points)]
 
-    async def moderate(
-        self,
-        op: str,
-        user_id: str,
-        client_ip: str,
-        extras: dict[str, str],
-        slots: tuple[Slot, ...] = (),
-    ) -> tuple[bool, int | None]:
-        """Ban or unban, on the all-time board and in every period of ``slots``; (changed,
-        score at the ban or None if the user never scored)."""
-        k = self.keys
-        keys = [k.board, k.members, k.names, k.banned, k.stream, k.banned_periods]
-        args: list[str | int] = [op, user_id, new_event_id(ms(self.clock)), "", client_ip]
-        args.append(len(slots))
-        for slot in slots:
-            keys += k.period_keys(slot.board_id, slot.period.id)
-            args += [slot.board_id, slot.period.id, slot.expire_at_ms]
-        for field, value in extras.items():
-            args += [field, value]
-        status, score = (text(v) for v in await self._ban(keys=keys, args=args))
-        return status == "done", int(score) if score else None
-
     async def rank(
-        self, user_id: str, around: int, board: str | None = None, members: str | None = None
+        self,
+        user_id: str,
+        around: int,
+        board: str | None = None,
+        members: str | None = None,
+        hidden: str | None = None,
     ) -> tuple[Entry, list[Entry]] | None:
         """The user's entry and the neighbours within ``around`` ranks, or None if unranked,
-        on the all-time board or on ``board`` with its ``members`` hash (a period's)."""
+        on the all-time board or on ``board`` with its ``members`` hash (a period's). With
+        ``hidden`` (that board's hidden sorted set: the user asking about themself), a
+        quarantined user's entry at the rank they would have, without neighbours."""
         k = self.keys
         keys = [board or k.board, k.names, members or k.members]
+        if hidden:
+            keys.append(hidden)
         reply = await self._rank(keys=keys, args=[user_id, around])
         if not reply:
             return None
@@ -304,10 +295,57 @@ class ScoreStore:
         own = next(e for e in entries if e.user_id == user_id)
         return own, [e for e in entries if e.user_id != user_id]
 
+    async def position(self) -> tuple[int, str]:
+        """(arrival counter, last stream id), read in one atomic step (position.lua)."""
+        seq, last = await self._position(keys=[self.keys.seq, self.keys.stream])
+        return int(seq), text(last)
+
+    async def persisted_through(self, group: str, stream_id: str) -> bool:
+        """Whether the persisters' group has committed every entry up to ``stream_id``: it
+        was delivered, and nothing at or before it is still pending."""
+        if stream_id == "0-0":
+            return True
+        stream = self.keys.stream
+        groups = await self.redis.xinfo_groups(stream)
+        found = [g for g in groups if text(g["name"]) == group]
+        if not found or stream_order(text(found[0]["last-delivered-id"])) < stream_order(stream_id):
+            return False
+        pending = await self.redis.xpending(stream, group)
+        oldest = pending.get("min")
+        if not pending.get("pending") or oldest is None:
+            return True
+        return stream_order(text(oldest)) > stream_order(stream_id)
+
+    async def revoke(
+        self,
+        revocation: Revocation,
+        client_ip: str,
+        extras: dict[str, str],
+        slots: tuple[Slot, ...],
+    ) -> tuple[bool, int]:
+        """Apply a recorded revocation in Redis once (revoke.lua): (applied now, score)."""
+        k = self.keys
+        keys = [k.board, k.members, k.hidden_board, k.banned, k.banned_periods, k.revocations]
+        keys += [k.stream, k.names]
+        points, last_kept = revocation.boards.get(ALL_BOARDS, (0, 0))
+        args: list[str | int] = [revocation.user_id, revocation.revocation_id]
+        args += [new_event_id(ms(self.clock)), "", client_ip, revocation.up_to_seq]
+        periods = revocation.periods()
+        touched = [s for s in slots if (s.board_id, s.period.id) in periods]
+        args += [points, last_kept, len(touched)]
+        for slot in touched:
+            keys += [*k.period_keys(slot.board_id, slot.period.id)]
+            keys.append(k.hidden_period_board(slot.board_id, slot.period.id))
+            args += [slot.board_id, slot.period.id, *periods[(slot.board_id, slot.period.id)]]
+        for name, value in extras.items():
+            args += [name, value]
+        status, score = (text(v) for v in await self._revoke(keys=keys, args=args))
+        return status == "done", int(score)
+
     async def ready(self) -> bool:
         """Redis answers and the scripts are cached there (loading them if it restarted)."""
-        scripts = (self._award, self._rank, self._ban, self._ticket)
-        shas = [*(str(script.sha) for script in scripts), self.reader.sha]
+        scripts = (self._award, self._rank, self._ticket, self._position, self._revoke)
+        shas = [*(str(script.sha) for script in scripts), self.moderate.sha, self.reader.sha]
         present = await self.redis.script_exists(*shas)
         if not all(present):
             for script in (*SCRIPTS, self.reader.lua_text):

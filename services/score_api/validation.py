@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -167,3 +170,72 @@ def user_id(value: str) -> str:
             reason="query",
         )
     return value
+
+
+MAX_REASON = 500
+
+
+def reason_body(raw: bytes, *, required: bool = True) -> str:
+    """A moderation action's ``{"reason": "..."}``: 1..MAX_REASON characters, not blank, no
+    control characters ("" when not required and the body is empty)."""
+    if not raw.strip() and not required:
+        return ""
+    body = _json_object(raw)
+    if set(body) - {"reason"} or ("reason" not in body and required):
+        raise _invalid_body('the body must be {"reason": "<why>"}')
+    return reason(body.get("reason", ""), required=required)
+
+
+def reason(value: object, *, required: bool = True) -> str:
+    if value == "" and not required:
+        return ""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_REASON or not value.strip():
+        raise _invalid_body(f"reason must be a string of 1..{MAX_REASON} characters, not blank")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):
+        raise _invalid_body("reason must not contain control or format characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeBody:
+    since_ms: int
+    until_ms: int
+    reason: str
+
+
+def revoke_body(raw: bytes) -> RevokeBody:
+    """``{"since", "until", "reason"}``: RFC 3339 times with an offset, since before until."""
+    body = _json_object(raw)
+    if set(body) != {"since", "until", "reason"}:
+        raise _invalid_body('the body must be exactly {"since", "until", "reason"}')
+    since, until = rfc3339_ms(body["since"], "since"), rfc3339_ms(body["until"], "until")
+    if since >= until:
+        raise _invalid_body("since must be before until")
+    return RevokeBody(since, until, reason(body["reason"]))
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def rfc3339_ms(value: object, name: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 date-time (offset required, from 1970)."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise _invalid_body(f"{name} must be an RFC 3339 date-time with an offset")
+    text = value.upper().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python reads at most microseconds
+        digits, offset = rest[:-6], rest[-6:]
+        text = f"{head}.{(digits + '000000')[:6]}{offset}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _invalid_body(f"{name} is not a valid date-time") from None
+    epoch_ms = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if epoch_ms < 0:
+        raise _invalid_body(f"{name} must not be before 1970")
+    return epoch_ms
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

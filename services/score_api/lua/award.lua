@@ -3,8 +3,11 @@
 -- Nothing is written unless the request is answered (a new award or a replay); a refusal
 -- consumes nothing, and a ticket refused as too early stays usable.
 -- KEYS: 1 board, 2 members, 3 names, 4 seq, 5 stream, 6 idempotency, 7 banned, 8 cooldown,
---       9 daily count, 10 ticket, 11 open tickets, then one key per limit (address first),
---       then (period board, period members) per period candidate
+--       9 daily count, 10 ticket, 11 open tickets, 12 quarantined, 13 hidden board, then one
+--       key per limit (address first), then (period board, period members, hidden period
+--       board) per period candidate
+-- A quarantined user's award scores on the hidden sorted sets (moderate.lua); the answer
+-- gives the rank they would have on the public ones, so it reads as any other.
 -- ARGV: 1 user_id, 2 name ('' = keep the stored one), 3 action, 4 points, 5 event_id,
 --       6 idempotency_key, 7 now_ms ('' = Redis TIME), 8 client_ip, 9 idempotency_ttl_s,
 --       10 cooldown_ms, 11 max_per_day (0 = no cap), 12 ticket ('' = none),
@@ -24,13 +27,14 @@
 local board, members, names, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stream, idem, banned, cooldown = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local daily, ticket_key, open_tickets = KEYS[9], KEYS[10], KEYS[11]
+local quarantined, hidden_board = KEYS[12], KEYS[13]
 local user, name, action, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[12]
 local now_ms = clock_ms(ARGV[7])
 local n_ip, n_user = tonumber(ARGV[13]), tonumber(ARGV[14])
 local n_candidates = tonumber(ARGV[15])
-LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 11, 15, now_ms * 1000
+LIMITS.key_at, LIMITS.arg_at, LIMITS.now = 13, 15, now_ms * 1000
 local period_arg = 16 + 4 * (n_ip + n_user)
-local period_key = 12 + n_ip + n_user
+local period_key = 14 + n_ip + n_user
 
 -- Every request counts against its address, replays included: replaying one key must not
 -- be a way to hammer Redis.
@@ -104,11 +108,14 @@ for j = 0, n_candidates - 1 do
 end
 if #periods ~= boards_seen then return {'clock-skew'} end
 
+local hidden = redis.call('HEXISTS', quarantined, user) == 1
+local ranked_on = board
+if hidden then ranked_on = hidden_board end
 local points = tonumber(ARGV[4])
 local score = 0
 local old = redis.call('HGET', members, user)
 if old then
-  local stored = redis.call('ZSCORE', board, old)
+  local stored = redis.call('ZSCORE', ranked_on, old)
   if stored then score = -tonumber(stored) end
 end
 score = score + points
@@ -120,24 +127,31 @@ if max_per_day > 0 then
   redis.call('SET', daily, string.format('%d:%d', day, done_today + 1),
     'PXAT', string.format('%d', (day + 1) * 86400000))
 end
-if old then redis.call('ZREM', board, old) end
+if old then redis.call('ZREM', ranked_on, old) end
 if name == '' then name = redis.call('HGET', names, user) or user end
 
 local seq = redis.call('INCR', seqkey)
 local member = string.format(MEMBER_FORMAT, seq) .. user
 -- string.format, not tostring: Lua would print large numbers in exponent form.
 local score_s = string.format('%d', score)
-redis.call('ZADD', board, '-' .. score_s, member)
+redis.call('ZADD', ranked_on, '-' .. score_s, member)
 redis.call('HSET', members, user, member)
 redis.call('HSET', names, user, name)
-local rank_s = string.format('%d', redis.call('ZRANK', board, member) + 1)
+-- The rank on the public board: the entry's own, or the one it would have there.
+local function rank_of(zset, public, stored)
+  if zset == public then return redis.call('ZRANK', zset, member) + 1 end
+  return standing(public, stored, member)
+end
+local rank_s = string.format('%d', rank_of(ranked_on, board, '-' .. score_s))
 
 -- The same award in each period: the same member, so the same arrival tie-break.
 local on_boards, counted_in = {}, {}
 for _, j in ipairs(periods) do
   local a = period_arg + 5 * j
   counted_in[#counted_in + 1] = ARGV[a] .. PERIOD_SEP .. ARGV[a + 1]
-  local pboard, pmembers = KEYS[period_key + 2 * j], KEYS[period_key + 2 * j + 1]
+  local pboard, pmembers = KEYS[period_key + 3 * j], KEYS[period_key + 3 * j + 1]
+  local public = pboard
+  if hidden then pboard = KEYS[period_key + 3 * j + 2] end
   local pscore = points
   local pold = redis.call('HGET', pmembers, user)
   if pold then
@@ -149,7 +163,7 @@ for _, j in ipairs(periods) do
   redis.call('ZADD', pboard, '-' .. pscore_s, member)
   redis.call('HSET', pmembers, user, member)
   on_boards[#on_boards + 1] = ARGV[a] .. ' ' .. ARGV[a + 1] .. ' ' .. pscore_s .. ' ' ..
-    string.format('%d', redis.call('ZRANK', pboard, member) + 1)
+    string.format('%d', rank_of(pboard, public, '-' .. pscore_s))
   -- Kept for the retained periods after this one, then gone (BOARD_RETENTION_PERIODS):
   -- set once, when this award made the period's keys.
   if redis.call('ZCARD', pboard) == 1 then
