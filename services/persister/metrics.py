@@ -32,3 +32,19 @@ DEAD_LETTERS = Counter(
 RETRIES = Counter("persister_retries_total", "Failed attempts that will be retried", ["backend"])
 TRIMMED = Counter("persister_stream_trimmed_total", "Entries trimmed from the stream")
 GROUP_CREATED = Counter("persister_group_created_total", "Consumer group (re)creations")
+FLAGS_RAISED = Counter(
+    "persister_flags_raised_total", "Anomaly flags opened (services.persister.flags)", ["rule"]
+)
+FLAG_EVALUATIONS = Counter(
+    "persister_flag_evaluations_total",
+    "Flag rule evaluations by outcome: done, locked (another persister was evaluating), failed",
+    ["outcome"],
+)
+FLAG_SECONDS = Histogram(
+    "persister_flag_evaluation_seconds",
+    "Time of one flag evaluation (read the window, evaluate, upsert the flags)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+AUTO_QUARANTINED = Counter(
+    "persister_flags_auto_quarantined_total", "Users quarantined by AUTO_QUARANTINE"
+)
