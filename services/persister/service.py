@@ -16,12 +16,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 
+from services.persister.flags import FlagJob, moderator_quarantine
 from services.persister.settings import PersisterSettings
 from services.persister.store import EventStore
 from services.persister.worker import Persister
+from shared.boards import Slots
 from shared.clock import Clock
 from shared.health import Health, serving
-from shared.lifecycle import freeze_heap
+from shared.lifecycle import freeze_heap, stop_tasks
+from shared.moderator import Moderator
 from shared.redisconn import connect
 
 log = logging.getLogger("services.persister")
@@ -51,6 +54,10 @@ class Service:
                 freeze_heap()
                 worker = asyncio.create_task(persister.run(), name="persister")
                 worker.add_done_callback(lambda _: self.ended.set())
+                jobs = []
+                if s.flag_interval_seconds:
+                    flags = self.flag_job(persister).run(persister.stopping)
+                    jobs.append(asyncio.create_task(flags, name="flags"))
                 health = Health(ready=persister.readiness, alive=lambda: not worker.done())
                 app = Starlette(routes=health.routes())
                 async with serving(app, s.persister_metrics_host, s.persister_metrics_port) as port:
@@ -66,10 +73,20 @@ class Service:
                     finally:
                         # Still answering /healthz while the batch in hand is finished.
                         await self._stop(persister, worker)
+                        await stop_tasks(jobs, 1.0, log)
             finally:
                 await store.close()
         finally:
             await redis.aclose()
+
+    def flag_job(self, persister: Persister) -> FlagJob:
+        """The anomaly flags (``services.persister.flags``), quarantining through the same
+        script as the score API when ``AUTO_QUARANTINE`` is on."""
+        s, clock = self.settings, persister.clock
+        moderator = Moderator(persister.redis, persister.keys, clock)
+        slots = Slots(persister.boards, s.board_retention_periods)
+        quarantine = moderator_quarantine(moderator, slots, clock)
+        return FlagJob.from_settings(s, persister.store.pool, clock, quarantine)
 
     async def _stop(self, persister: Persister, worker: asyncio.Task[None]) -> None:
         if not worker.done():
