@@ -142,6 +142,9 @@ async def board_state(client: redis.asyncio.Redis, keys: BoardKeys) -> dict[str,
         "seq": await client.get(keys.seq),
         "stream": await client.xlen(keys.stream),
         "idempotency": sorted(idem),
+        "hidden": await client.zrange(keys.hidden_board, 0, -1, withscores=True),
+        "quarantined": sorted(await client.hkeys(keys.quarantined)),
+        "banned": await client.hgetall(keys.banned),
     }
 
 
