@@ -24,8 +24,8 @@ from services.persister.migrate import migrate
 from services.score_api.settings import ApiSettings
 from services.score_api.store import AwardRequest, ScoreStore
 from shared.boards import ALL_TIME, Boards, Slots
-from shared.keys import BoardKeys
 from shared.formats import EVENT_VERSION
+from shared.keys import BoardKeys
 from shared.periods import Schedule
 from tests.support import api_process, stream_events
 from tests.test_periods import ms

@@ -209,18 +209,19 @@ async def test_live_boards_drop_a_quarantined_user_within_a_tick(api: Api, redis
         Follower(gateway.url + "?board=daily") as daily,
     ):
 
-        def shown(follower: Follower) -> list[str]:
-            return [e.user_id for e in follower.board]
+        async def both_show(users: list[str], what: str) -> None:
+            for follower in (all_time, daily):
+                await wait_until(
+                    lambda f=follower: [e.user_id for e in f.board] == users,  # type: ignore[misc]
+                    what=what,
+                )
 
-        for follower in (all_time, daily):
-            await wait_until(lambda f=follower: shown(f) == ["cheat", "bea", "cal"], what="seed")
+        await both_show(["cheat", "bea", "cal"], "seed")
         await act(api, "cheat", "quarantine")
-        for follower in (all_time, daily):
-            await wait_until(lambda f=follower: shown(f) == ["bea", "cal"], what="quarantine")
+        await both_show(["bea", "cal"], "quarantine")
         await api.post("cheat", "k2")  # scored out of sight: no frame shows them
         await act(api, "cheat", "release")
-        for follower in (all_time, daily):
-            await wait_until(lambda f=follower: shown(f) == ["cheat", "bea", "cal"], what="release")
+        await both_show(["cheat", "bea", "cal"], "release")
         assert (await board(api))[0] == (1, "cheat", 60)
         assert [e.score for e in all_time.board] == [60, 10, 10]
 
@@ -295,7 +296,7 @@ async def test_the_would_be_rank_equals_the_rank_the_entry_would_take(
     await redis_client.hset(keys.members, mapping={m.split(":")[1]: m for m in entries})
     for member, score in list(entries.items())[:60]:
         user = member.split(":")[1]
-        expected = await redis_client.zrank(keys.board, member)
+        expected = int(await redis_client.zrank(keys.board, member))  # type: ignore[arg-type]
         await redis_client.zrem(keys.board, member)
         await redis_client.zadd(keys.hidden_board, {member: score})
         found = await store.rank(user, 0, hidden=keys.hidden_board)

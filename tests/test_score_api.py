@@ -17,8 +17,8 @@ from devstack.servers import Server
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from shared.clock import Clock
-from shared.keys import BoardKeys
 from shared.formats import EVENT_VERSION
+from shared.keys import BoardKeys
 from tests.support import CLIENT_ACTIONS, NO_LIMITS, ONE_BOARD, board_state, serve, stream_events
 
 

@@ -30,8 +30,6 @@ from shared.clock import Clock, ms
 from shared.formats import EventType, Field
 from shared.health import json_response
 
-# How long a revocation waits for the persisters to commit every earlier event.
-REVOKE_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
 
 
@@ -185,7 +183,7 @@ class Moderation:
     async def _wait_persisted(self, stream_id: str) -> None:
         """Until the persisters have committed every event up to ``stream_id``: the
         revocation then sees all the events it may revoke."""
-        deadline = self.clock.monotonic() + REVOKE_WAIT_SECONDS
+        deadline = self.clock.monotonic() + self.settings.revoke_wait_seconds
         group = self.settings.persister_group
         while not await self.store.persisted_through(group, stream_id):
             if self.clock.monotonic() >= deadline:

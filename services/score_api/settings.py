@@ -87,6 +87,8 @@ class ApiSettings(TokenSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     # Longest a cached board page is served (changes without a stream event); 0 turns it off.
     api_board_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # A revocation waits this long for the persisters to store every earlier event (503 after).
+    revoke_wait_seconds: float = Field(default=5.0, gt=0, le=60)
     # Abuse limits, shared by all API replicas through Redis; 0 disables one.
     rate_limit_user_per_second: int = Field(default=5, ge=0)
     rate_limit_user_per_minute: int = Field(default=120, ge=0)
