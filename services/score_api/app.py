@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.score_api import boardviews, policy, validation
 from services.score_api.actions import Action, UnknownAction
+from services.score_api.admin import AdminReads
 from services.score_api.archives import Archives
 from services.score_api.boardcache import BoardCache
 from services.score_api.database import Database
@@ -93,7 +94,7 @@ log = logging.getLogger("services.score_api")
 BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
 
 
-class ScoreApi(BoardReads, Moderation):
+class ScoreApi(BoardReads, Moderation, AdminReads):
     """Holds the wiring of one app instance; handlers are its methods."""
 
     def __init__(self, settings: ApiSettings, clock: Clock | None = None) -> None:
@@ -361,6 +362,10 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
         Route("/api/admin/users/{user_id}/quarantine", api.quarantine, methods=["POST"]),
         Route("/api/admin/users/{user_id}/release", api.release, methods=["POST"]),
         Route("/api/admin/users/{user_id}/revoke", api.revoke, methods=["POST"]),
+        Route("/api/admin/users/{user_id}/events", api.user_events, methods=["GET"]),
+        Route("/api/admin/flags", api.list_flags, methods=["GET"]),
+        Route("/api/admin/flags/{flag_id}/dismiss", api.dismiss_flag, methods=["POST"]),
+        Route("/api/admin/audit", api.audit, methods=["GET"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
         *api.health.routes(),
         Route("/openapi.json", api.openapi, methods=["GET"]),
