@@ -184,11 +184,13 @@ class FlagJob:
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Evaluate every interval until ``stopping`` is set; never raises (but cancelled)."""
+        """Evaluate every interval, the first one interval after the start (a persister
+        starting has a backlog to store first), until ``stopping`` is set; never raises."""
         while not stopping.is_set():
-            await self.run_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.interval_seconds)
+            if not stopping.is_set():
+                await self.run_once()
 
     async def run_once(self) -> Evaluation | None:
         """One evaluation, its failure logged; None if it failed or another persister held
