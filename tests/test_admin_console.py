@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class Console:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     _keys: Any = field(default_factory=count)
 
-    @property
+    @cached_property
     def admin(self) -> str:
         return issue(self.tokens, MODERATOR, scopes=(SCOPE_ADMIN,))
 
@@ -208,7 +209,15 @@ async def test_the_console_is_served_under_its_csp_and_loads_cleanly(
     watched = await open_console(browser, console)
     page = watched.page
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    # Every console error but the browser's own request for /favicon.ico (the API has none).
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"{msg.text} {msg.location}")
+            if msg.type == "error" and not msg.location["url"].endswith("/favicon.ico")
+            else None
+        ),
+    )
     try:
         await expect(page.locator("#token")).to_have_attribute("type", "password")
         await expect(page.locator("#user-panel")).to_be_hidden()
@@ -280,6 +289,7 @@ async def test_flags_and_events_show_hostile_text_as_text(
         # A hostile user id is sent encoded and refused by the API, shown as text.
         await look_up(page, XSS_NAME)
         await expect(page.locator("#user-status")).to_contain_text("422")
+        await expect(page.locator("#user-panel")).to_be_hidden()  # no one to act on
         assert await page.locator("img").count() == 0
         await page.screenshot(path=SCREENSHOTS / "admin-flags.png", full_page=True)
         await page.set_viewport_size({"width": 390, "height": 844})
@@ -459,6 +469,8 @@ async def test_revoke_sends_utc_times_and_one_key_per_confirmation(
         assert revoked["replayed"] is False
         assert "dave" not in await console.board()
 
+        # A revocation waits for the persisters to have stored every earlier event.
+        await console.persist()
         body = await act(page, "revoke", "again, by mistake")
         assert (body["events"], body["points"]) == (0, 0)
         first, second = watched.sent("POST", "/api/admin/users/dave/revoke")
@@ -466,10 +478,13 @@ async def test_revoke_sends_utc_times_and_one_key_per_confirmation(
         keys = [r.headers["idempotency-key"] for r in (first, second)]
         assert all(KEY.match(key) for key in keys)
         assert keys[0] != keys[1]
-        # The events table, looked up again after the answer, marks the revoked events.
+        # The events table, looked up again after the answer, marks the revoked events
+        # (newest first: the first revocation's own event, then the two it revoked).
+        await expect(column(page, "events", "type")).to_have_text(["revoke", "score", "score"])
         await expect(column(page, "events", "revoked_by")).to_have_text(
-            [revoked["revocation_id"]] * 2
+            ["—", revoked["revocation_id"], revoked["revocation_id"]]
         )
+        await expect(column(page, "events", "reason").first).to_have_text("bought points")
         await expect(page.locator("#events tbody tr.revoked")).to_have_count(2)
         assert await console.board() == {"erin": 10}
         assert watched.problems == []

@@ -14,7 +14,7 @@
   const ACTIONS = {
     ban: ["Ban", "removes them from every board and refuses their scores until an unban."],
     unban: ["Unban", "restores their scores to the boards and lets them score again."],
-    quarantine: ["Quarantine", "hides them from every public board; only they still see their rank."],
+    quarantine: ["Quarantine", "hides them from every public board; they still see their rank."],
     release: ["Release", "puts them back on the public boards, in their old place."],
     revoke: ["Revoke points", "subtracts the points of their score events"],
   };
@@ -164,6 +164,9 @@
       call("GET", `/api/admin/audit?user_id=${path}`),
     ]);
     if (user !== id) return; // another look-up started meanwhile
+    // An id the API refuses (422) is no one to act on; any other failure, e.g. PostgreSQL
+    // away (503), leaves the actions offered: they go through Redis.
+    $("user-panel").hidden = events.status === 422;
     const errors = [];
     if (events.ok) {
       fillTable($("events"), events.body.events || [], EVENT_COLUMNS, (tr, event) => {
@@ -209,7 +212,8 @@
     setStatus($("answer"), kind, text);
     const pre = $("answer-body");
     pre.hidden = body === undefined;
-    pre.textContent = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body, null, 2);
+    if (typeof body !== "string") body = body === undefined ? "" : JSON.stringify(body, null, 2);
+    pre.textContent = body;
   }
 
   function ask(op, flag) {
@@ -218,7 +222,8 @@
     const extra = {};
     if (op === "dismiss") {
       title = `Dismiss flag ${flag.flag_id}`;
-      text = `The ${flag.rule} flag of ${flag.user_id} is closed as dismissed; the user is not changed.`;
+      text = `The ${flag.rule} flag of ${flag.user_id} is closed as dismissed; `;
+      text += "the user is unchanged.";
       extra.flag = String(flag.flag_id);
     } else {
       const [label, effect] = ACTIONS[op];
