@@ -84,9 +84,15 @@ class BoardReads:
         # Noted before the read: an invalidation during it means the page may be stale.
         generation = self.board_cache.generation
         final = await self.final(view)
+        extra: dict[str, object] = {}
         if not view.kept:
+            board_id, period_id = view.board.board_id, view.period.id
             entries, total = await self.archived(
-                self.archives.page(view.board.board_id, view.period.id, offset, limit)
+                self.archives.page(board_id, period_id, offset, limit)
+            )
+            # An archive is never rewritten: what revocations removed from it is shown beside.
+            extra["corrections"] = await self.archived(
+                self.archives.corrections(board_id, period_id)
             )
         else:
             board_key, _ = view.keys(self.store.keys)
@@ -96,7 +102,7 @@ class BoardReads:
                 self.board_cache.invalidate()
                 raise redis_unavailable() from None
         body = orjson.dumps(
-            {"board": [e.as_dict() for e in entries], "total": total} | view.fields(final)
+            {"board": [e.as_dict() for e in entries], "total": total} | view.fields(final) | extra
         )
         if cache is not None:
             cache.put(limit, offset, body, generation, now)
