@@ -22,6 +22,7 @@ an update accepted during a forced rebuild is in PostgreSQL later but missing fr
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import asyncpg
@@ -123,7 +124,10 @@ async def _stage(redis: RedisClient, keys: BoardKeys, rows: list[asyncpg.Record]
 def _moderated_ms(row: asyncpg.Record, now: int) -> int:
     """The ``quarantined`` hash's value: when the quarantine came (else the rebuild's now)."""
     at = row["moderated_at"]
-    return now if at is None else int(at.timestamp() * 1000)
+    return now if at is None else (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # Composed of constants only, at import: no value reaches the text.
