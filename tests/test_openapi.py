@@ -10,9 +10,11 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 
 from devstack.devtoken import issue
+from services.persister.migrate import migrate
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from services.score_api.tokens import SCOPE_ADMIN, SCOPE_REPORT, SCOPE_WRITE
+from tests.persister_fixtures import persisters
 from tests.support import api_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +55,16 @@ def test_document_lists_the_configured_actions() -> None:
 
 
 async def test_schemathesis_finds_no_server_error_or_nonconformance(
-    redis_url: str, key_prefix: str, tmp_path: Path
+    redis_url: str, key_prefix: str, tmp_path: Path, database_url: str
 ) -> None:
-    async with api_process(redis_url, key_prefix) as url:
+    # The whole product: the admin endpoints read PostgreSQL, and a revocation waits for a
+    # persister to store every earlier event.
+    await migrate(database_url)
+    async with (
+        persisters(tmp_path, redis_url, database_url, key_prefix) as spawn,
+        api_process(redis_url, key_prefix, DATABASE_URL=database_url) as url,
+    ):
+        spawn("p1")
         token = issue(ApiSettings(), "fuzzer", scopes=(SCOPE_WRITE, SCOPE_ADMIN, SCOPE_REPORT))
         report = tmp_path / "report.json"
         # A fixed seed keeps CI reproducible; change it to explore new cases locally.

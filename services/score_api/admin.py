@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from services.score_api import validation
 from services.score_api.database import Database, DatabaseUnavailable
-from services.score_api.httpparts import audit_fields, read_body
+from services.score_api.httpparts import audit_fields, read_admin_body
 from services.score_api.openapi_admin import FLAG_STATES, MAX_ADMIN_LIMIT
 from services.score_api.problems import Problem, unavailable
 from services.score_api.settings import ApiSettings
@@ -254,8 +254,7 @@ class AdminReads:
         """``POST /api/admin/flags/{flag_id}/dismiss {"reason"}``: close an open flag."""
         claims = await self.authenticate(request, SCOPE_ADMIN)
         flag = flag_id(request.path_params["flag_id"])
-        validation.content_type_is_json(request.headers.get("content-type"))
-        reason = validation.reason_body(await read_body(request))
+        reason = validation.reason_body(await read_admin_body(request))
         extras = audit_fields(request, claims) | {
             Field.BY: claims.sub,
             Field.REASON: reason,

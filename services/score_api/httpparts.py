@@ -57,17 +57,25 @@ def scope_problems() -> Iterator[None]:
         raise Problem.from_scope_error(exc) from None
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) as soon as it exceeds the limit, however it is sent."""
+async def read_body(request: Request, limit: int = validation.MAX_BODY_BYTES) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit``, however it is sent."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > validation.MAX_BODY_BYTES:
-        raise validation.too_large()
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise validation.too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > validation.MAX_BODY_BYTES:
-            raise validation.too_large()
+        if len(body) > limit:
+            raise validation.too_large(limit)
     return bytes(body)
+
+
+async def read_admin_body(request: Request) -> bytes:
+    """A moderation request's body: JSON when there is one, up to MAX_ADMIN_BODY_BYTES."""
+    body = await read_body(request, validation.MAX_ADMIN_BODY_BYTES)
+    if body.strip():
+        validation.content_type_is_json(request.headers.get("content-type"))
+    return body
 
 
 async def problem_handler(request: Request, exc: Exception) -> Response:

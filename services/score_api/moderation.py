@@ -19,7 +19,7 @@ from starlette.responses import Response
 from services.score_api import boardviews, revocations, validation
 from services.score_api.boardcache import BoardCache
 from services.score_api.database import Database, DatabaseUnavailable
-from services.score_api.httpparts import audit_fields, read_body
+from services.score_api.httpparts import audit_fields, read_admin_body
 from services.score_api.problems import Problem, redis_unavailable, unavailable
 from services.score_api.revocations import Revocation, RevocationConflict
 from services.score_api.settings import ApiSettings
@@ -71,7 +71,7 @@ class Moderation:
     ) -> Response:
         claims = await self.authenticate(request, SCOPE_ADMIN)
         user_id = validation.user_id(request.path_params["user_id"])
-        reason = validation.reason_body(await read_body(request), required=reason_required)
+        reason = validation.reason_body(await read_admin_body(request), required=reason_required)
         extras = self._audit(request, claims, reason)
         try:
             done = await self.store.moderate(
@@ -133,7 +133,7 @@ class Moderation:
         user_id = validation.user_id(request.path_params["user_id"])
         key = request.headers.get("idempotency-key")
         revocation_id = validation.idempotency_key(key) if key is not None else uuid.uuid4().hex
-        body = validation.revoke_body(await read_body(request))
+        body = validation.revoke_body(await read_admin_body(request))
         extras = self._audit(request, claims, body.reason)
         ip = self.client_ip(request)
         try:

@@ -43,7 +43,7 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
             "parameters": [user_path],
             "responses": {
                 "200": {"description": "Done (or already so)", "content": _json("Moderation")},
-                **_problems(401, 403, 409, 413, 422, 503),
+                **_problems(401, 403, 409, 413, 415, 422, 503),
             },
         }
         if body:
@@ -76,7 +76,9 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
             "post": action("banUserWithReason", "Ban: off every board, writes refused", "Reason")
         },
         "/api/admin/users/{user_id}/unban": {
-            "post": action("unbanUser", "Lift a ban; the user returns in place", "Reason", True)
+            "post": action(
+                "unbanUser", "Lift a ban; the user returns in place", "OptionalReason", True
+            )
         },
         "/api/admin/users/{user_id}/quarantine": {
             "post": action(
@@ -103,7 +105,7 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
                 "requestBody": _body("RevokeRequest"),
                 "responses": {
                     "200": {"description": "Revoked", "content": _json("Revocation")},
-                    **_problems(401, 403, 409, 413, 422, 503),
+                    **_problems(400, 401, 403, 409, 413, 415, 422, 503),
                 },
             }
         },
@@ -136,7 +138,7 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
                 "requestBody": _body("Reason"),
                 "responses": {
                     "200": {"description": "Dismissed", "content": _json("FlagDecision")},
-                    **_problems(401, 403, 404, 413, 422, 503),
+                    **_problems(401, 403, 404, 413, 415, 422, 503),
                 },
             }
         },
@@ -224,6 +226,11 @@ def admin_schemas(entry: dict[str, Any], view_fields: dict[str, Any]) -> dict[st
         "Reason": {
             "type": "object",
             "required": ["reason"],
+            "additionalProperties": False,
+            "properties": {"reason": _REASON},
+        },
+        "OptionalReason": {
+            "type": "object",
             "additionalProperties": False,
             "properties": {"reason": _REASON},
         },

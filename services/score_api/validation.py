@@ -19,6 +19,8 @@ from shared.netaddr import limit_subject as limit_subject
 from shared.netaddr import parse_networks as parse_networks
 
 MAX_BODY_BYTES = 4096
+# A moderation body: a reason of MAX_REASON characters fits even with every one \u-escaped.
+MAX_ADMIN_BODY_BYTES = 16384
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 MAX_AROUND = 25
@@ -50,11 +52,11 @@ def content_type_is_json(value: str | None) -> None:
         )
 
 
-def too_large() -> Problem:
+def too_large(limit: int = MAX_BODY_BYTES) -> Problem:
     return Problem(
         413,
         "body-too-large",
-        f"the body must be at most {MAX_BODY_BYTES} bytes",
+        f"the body must be at most {limit} bytes",
         reason="body_size",
     )
 
@@ -183,12 +185,10 @@ def reason_body(raw: bytes, *, required: bool = True) -> str:
     body = _json_object(raw)
     if set(body) - {"reason"} or ("reason" not in body and required):
         raise _invalid_body('the body must be {"reason": "<why>"}')
-    return reason(body.get("reason", ""), required=required)
+    return reason(body["reason"]) if "reason" in body else ""
 
 
-def reason(value: object, *, required: bool = True) -> str:
-    if value == "" and not required:
-        return ""
+def reason(value: object) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_REASON or not value.strip():
         raise _invalid_body(f"reason must be a string of 1..{MAX_REASON} characters, not blank")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):
