@@ -182,6 +182,7 @@ def dev_token(*args: str) -> str:
 def print_welcome(services: list[Service]) -> None:
     token = dev_token("player1", "--name", "Player One")
     reporter = dev_token("game-server", "--scope", "score:report")
+    moderator = dev_token("moderator", "--scope", "score:admin")
     api, gateway, persister = services
     post = f"curl -s -X POST {api.url}"
     print(
@@ -191,11 +192,14 @@ Live leaderboard is running.
   Score API        {api.url}/api/score-board   (metrics {api.url}/metrics)
   WebSocket        ws://127.0.0.1:{gateway.port}/ws/score
   Persister        {persister.url}/metrics
+  Admin console    {api.url}/admin   (paste the moderator token below)
 
 Development token for player1 (valid 24 h):
   {token}
 Development token for the game server "game-server" (scope score:report):
   {reporter}
+Development token for a moderator (scope score:admin, for the admin console):
+  {moderator}
 
 Try (the catalogue: {api.url}/api/actions):
   TOKEN={token}
