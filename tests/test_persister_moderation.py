@@ -482,10 +482,12 @@ async def quarantine(
     sorted set, same member and score, and the stream gets the event. Returns its time."""
     keys = worker.keys
     now = await redis_now(client)
-    places = [(keys.board, keys.hidden_board, keys.members, None)]
-    for board_id, period, expire in current_periods(settings, now):
+    places: list[tuple[str, str, str, int | None]] = [
+        (keys.board, keys.hidden_board, keys.members, None)
+    ]
+    for board_id, period, expire_at in current_periods(settings, now):
         board, members = keys.period_keys(board_id, period)
-        places.append((board, keys.hidden_period_board(board_id, period), members, expire))
+        places.append((board, keys.hidden_period_board(board_id, period), members, expire_at))
     for board, hidden, members, expire in places:
         member: Any = await client.hget(members, user)
         stored = await client.zscore(board, member)
@@ -592,7 +594,7 @@ async def test_rebuild_puts_a_quarantined_user_on_the_hidden_boards(
     assert await rebuild(settings, out=io.StringIO()) == 6
     assert await hidden_snapshot(redis_client, keys, settings) == before
     # When the quarantine came (users.moderated_at), as moderate.lua records it.
-    assert int(await redis_client.hget(keys.quarantined, "u4") or 0) == quarantined_at  # type: ignore[misc]
+    assert int(await redis_client.hget(keys.quarantined, "u4") or 0) == quarantined_at
     for board_id, period, _ in current_periods(settings, await redis_now(redis_client)):
         assert await redis_client.pttl(keys.hidden_period_board(board_id, period)) > 0
     leftovers = [k async for k in redis_client.scan_iter(match=f"{keys.tag}:*rebuild*")]
@@ -667,9 +669,8 @@ async def archived(
 
 
 async def page(api: ScoreApi, period: str, **params: int) -> dict[str, Any]:
-    response = await api.http.get(
-        "/api/score-board", params={"board": "daily", "period": period} | params
-    )
+    query: dict[str, str | int] = {"board": "daily", "period": period, **params}
+    response = await api.http.get("/api/score-board", params=query)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
