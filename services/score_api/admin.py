@@ -31,12 +31,11 @@ from services.score_api.tickets import rfc3339
 from services.score_api.tokens import SCOPE_ADMIN, Claims
 from shared.clock import Clock, ms
 from shared.events import new_event_id
-from shared.formats import EVENT_VERSION, EventType, Field, banned_parts
+from shared.formats import EVENT_VERSION, FLAG_ID, EventType, Field, banned_parts
 from shared.health import json_response
 from shared.redisconn import text
 
 # The flag id in a path: what the OpenAPI document says, ^[0-9]{1,18}$ (always a bigint).
-MAX_FLAG_ID_DIGITS = 18
 DEFAULT_FLAGS = 100
 DEFAULT_AUDIT = 50
 DEFAULT_EVENTS = 50
@@ -89,9 +88,9 @@ def _invalid(detail: str) -> Problem:
 
 
 def flag_id(value: str) -> int:
-    """A flag id from the path: 1..18 ASCII digits."""
-    if not (value.isascii() and value.isdigit() and 1 <= len(value) <= MAX_FLAG_ID_DIGITS):
-        raise _invalid(f"flag_id must be 1..{MAX_FLAG_ID_DIGITS} digits")
+    """A flag id from the path (shared.formats.FLAG_ID)."""
+    if not FLAG_ID.matches(value):
+        raise _invalid(f"flag_id must be {FLAG_ID.describe()}")
     return int(value)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.score_api.validation import MAX_REASON
-from shared.formats import IDEMPOTENCY_KEY, USER_ID
+from shared.formats import FLAG_ID, IDEMPOTENCY_KEY, USER_ID
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 USER_ID_SCHEMA = {"type": "string", "pattern": USER_ID.schema_pattern}
@@ -54,7 +54,7 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
         "name": "flag_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "schema": {"type": "string", "pattern": FLAG_ID.schema_pattern},
     }
     return {
         "/api/me": {
