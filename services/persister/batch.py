@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from shared import redisconn
-from shared.events import EventError, ScoreEvent
+from shared.events import EventError, ScoreEvent, stream_order
 from shared.formats import EVENT_ID, EventType, Field
 from shared.moderation import FLAGS_AFTER, STATE_ACTIONS
 
@@ -328,10 +328,8 @@ def claim_reply(reply: Sequence[Any]) -> tuple[str, list[Any], list[str]]:
     return redisconn.text(reply[0]), list(reply[1] or []), deleted
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    """Numeric order of stream ids (``ms-seq``), which string order gets wrong."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+# Numeric order of stream ids, which string order gets wrong (shared: the score API waits on it).
+stream_id_key = stream_order
 
 
 def next_stream_id(stream_id: str) -> str:

@@ -18,7 +18,6 @@ def default_consumer() -> str:
 
 
 class PersisterSettings(SharedSettings):
-    persister_group: str = Field(default="persister", min_length=1)
     persister_consumer: str = Field(default_factory=default_consumer, min_length=1)
     persister_batch_size: int = Field(default=1000, ge=1, le=10_000)
     persister_block_ms: int = Field(default=1000, ge=1, le=10_000)
