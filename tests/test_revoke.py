@@ -18,6 +18,8 @@ import redis.asyncio
 
 from services.persister.migrate import migrate
 from services.persister.reconcile import reconcile
+from services.score_api import revocations
+from services.score_api.store import ScoreStore
 from services.score_api.tickets import rfc3339
 from services.score_api.tokens import SCOPE_ADMIN
 from shared.periods import Schedule
@@ -227,6 +229,42 @@ async def test_revoking_a_quarantined_users_latest_points_keeps_them_hidden(
     assert await ranks(api) == [("hon", 10)]
     me = await api.http.get("/api/me", headers={"Authorization": f"Bearer {api.token('che')}"})
     assert (me.json()["score"], me.json()["rank"]) == (10, 2)  # reached 10 after hon
+
+
+async def test_a_revocation_redis_never_applied_is_applied_before_the_next(
+    stack: Api, redis_client: redis.asyncio.Redis, database_url: str
+) -> None:
+    """Redis failed after PostgreSQL committed (simulated: recorded, never applied): the
+    user's next revocation applies it first, with its own reason."""
+    api = stack
+    await api.post("che", "e1")
+    first = await last_ts(redis_client, api)
+    await api.post("che", "e2")
+    second = await last_ts(redis_client, api)
+    await wait_until(lambda: persisted(redis_client, api), "the awards persisted")
+    seq, _ = await ScoreStore(redis_client, api.keys, 60).position()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await revocations.record(
+            conn, "lost", "che", first, first + 1, seq, "first strike", "m1", None
+        )
+        body = {"since": rfc3339(second), "until": rfc3339(second + 1), "reason": "second"}
+        response = await revoke(api, "che", body, key="next")
+        assert (response.json()["points"], response.json()["score"]) == (10, 0)
+        applied = await conn.fetchval(
+            "SELECT count(*) FROM revocations WHERE applied_at IS NOT NULL"
+        )
+        assert applied == 2
+    finally:
+        await conn.close()
+    assert await ranks(api) == []
+    events = [
+        e for e in await stream_events(redis_client, api.keys.stream) if e["type"] == "revoke"
+    ]
+    assert [(e["revocation"], e["reason"]) for e in events] == [
+        ("lost", "first strike"),
+        ("next", "second"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,11 @@ class Moderation:
         self, conn: asyncpg.Connection, revocation: Revocation, ip: str, extras: dict[str, str]
     ) -> int:
         """Apply in Redis (once per id), then note it applied in PostgreSQL."""
-        extras = extras | {Field.REVOCATION: revocation.revocation_id}
+        # Its own reason: an earlier revocation applied now keeps the one it was recorded with.
+        extras = extras | {
+            Field.REVOCATION: revocation.revocation_id,
+            Field.REASON: revocation.reason,
+        }
         slots = self.slots.retained(ms(self.clock))
         _, score = await self.store.revoke(revocation, ip, extras, slots)
         await revocations.mark_applied(conn, revocation.revocation_id)

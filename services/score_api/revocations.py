@@ -52,6 +52,7 @@ class Revocation:
     corrections: list[tuple[str, str, int]] = field(default_factory=list)
     applied: bool = False
     replayed: bool = False
+    reason: str = ""
 
     def periods(self) -> dict[tuple[str, str], tuple[int, int]]:
         """The period boards it touches: (board_id, period_id) -> (points, last kept seq)."""
@@ -153,8 +154,9 @@ async def record(
         if marked:
             await conn.execute(_USER, user_id, removed[ALL])
         revocation = Revocation(
-            revocation_id, user_id, since_ms, until_ms, up_to_seq, len(marked), removed[ALL], boards
-        )
+            revocation_id, user_id, since_ms, until_ms, up_to_seq, len(marked), removed[ALL],
+            boards, reason=reason,
+        )  # fmt: skip
         await conn.execute(
             "INSERT INTO revocations (revocation_id, user_id, since, until, up_to_seq, events,"
             " points, boards, reason, moderator, request_id)"
@@ -228,6 +230,7 @@ def _revocation(
         corrections,
         applied=row["applied_at"] is not None,
         replayed=replayed,
+        reason=row["reason"],
     )
 
 
