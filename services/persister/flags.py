@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 
@@ -38,6 +38,7 @@ from services.persister.settings import PersisterSettings
 from shared.boards import Slots
 from shared.clock import Clock, ms
 from shared.formats import EventType, Field
+from shared.moderator import Moderator
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +89,11 @@ class Quarantine(Protocol):
         ...
 
 
-class StateAction(Protocol):
-    """``shared.moderator.Moderator``: a state action in Redis, with its stream event."""
-
-    async def __call__(
-        self,
-        action: str,
-        user_id: str,
-        client_ip: str,
-        extras: Mapping[str, str],
-        slots: Sequence[Any] = (),
-        now_ms: int | None = None,
-    ) -> Any: ...
-
-
 class QuarantineRefused(Exception):
     """Redis refused the quarantine (the user is banned there)."""
 
 
-def moderator_quarantine(moderator: StateAction, slots: Slots, clock: Clock) -> Quarantine:
+def moderator_quarantine(moderator: Moderator, slots: Slots, clock: Clock) -> Quarantine:
     """``quarantine`` carried out by the moderation script, on every retained period too."""
 
     async def quarantine(user_id: str, reason: str, by: str) -> None:

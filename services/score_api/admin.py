@@ -21,15 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.score_api import validation
-from services.score_api.database import Database, DatabaseUnavailable
+from services.score_api.database import DatabaseUnavailable
 from services.score_api.httpparts import audit_fields, read_admin_body
 from services.score_api.openapi_admin import FLAG_STATES, MAX_ADMIN_LIMIT
 from services.score_api.problems import Problem, unavailable
-from services.score_api.settings import ApiSettings
 from services.score_api.store import ScoreStore
 from services.score_api.tickets import rfc3339
-from services.score_api.tokens import SCOPE_ADMIN, Claims
-from shared.clock import Clock, ms
+from services.score_api.tokens import SCOPE_ADMIN
+from services.score_api.wiring import ApiWiring
+from shared.clock import ms
 from shared.events import new_event_id
 from shared.formats import EVENT_VERSION, FLAG_ID, EventType, Field, banned_parts
 from shared.health import json_response
@@ -199,18 +199,7 @@ async def dismiss_event(
     await redis.xadd(keys.stream, fields)
 
 
-class AdminReads:
-    settings: ApiSettings
-    clock: Clock
-    store: ScoreStore
-    database: Database
-
-    async def authenticate(self, request: Request, scope: str | None) -> Claims:
-        raise NotImplementedError  # ScoreApi's
-
-    def client_ip(self, request: Request) -> str:
-        raise NotImplementedError  # ScoreApi's
-
+class AdminReads(ApiWiring):
     async def list_flags(self, request: Request) -> Response:
         """``GET /api/admin/flags?state=&limit=``: flags in one state, newest first."""
         await self.authenticate(request, SCOPE_ADMIN)

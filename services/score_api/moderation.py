@@ -18,34 +18,23 @@ from starlette.responses import Response
 
 from services.score_api import boardviews, revocations, validation
 from services.score_api.boardcache import BoardCache
-from services.score_api.database import Database, DatabaseUnavailable
+from services.score_api.database import DatabaseUnavailable
 from services.score_api.httpparts import audit_fields, read_admin_body
 from services.score_api.problems import Problem, redis_unavailable, unavailable
 from services.score_api.revocations import Revocation, RevocationConflict
-from services.score_api.settings import ApiSettings
-from services.score_api.store import ScoreStore
 from services.score_api.tokens import SCOPE_ADMIN, Claims
+from services.score_api.wiring import ApiWiring
 from shared.boards import Slots
-from shared.clock import Clock, ms
+from shared.clock import ms
 from shared.formats import EventType, Field
 from shared.health import json_response
 
 _POLL_SECONDS = 0.02
 
 
-class Moderation:
-    settings: ApiSettings
-    clock: Clock
+class Moderation(ApiWiring):
     slots: Slots
-    store: ScoreStore
     board_cache: BoardCache
-    database: Database
-
-    async def authenticate(self, request: Request, scope: str | None) -> Claims:
-        raise NotImplementedError  # ScoreApi's
-
-    def client_ip(self, request: Request) -> str:
-        raise NotImplementedError  # ScoreApi's
 
     def view(self, request: Request) -> boardviews.View:
         raise NotImplementedError  # BoardReads'
