@@ -246,7 +246,12 @@ def named(resources: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[s
 
 
 def workloads(resources: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
-    return of_kind(resources, "Deployment") + of_kind(resources, "Job")
+    """Deployments, Jobs, and each CronJob as the Job it creates (same kind and name)."""
+    scheduled = [
+        {"kind": "CronJob", "metadata": c["metadata"], "spec": c["spec"]["jobTemplate"]["spec"]}
+        for c in of_kind(resources, "CronJob")
+    ]
+    return of_kind(resources, "Deployment") + of_kind(resources, "Job") + scheduled
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +290,10 @@ def command_of(container: dict[str, Any]) -> list[str]:
 
 def module_of(container: dict[str, Any]) -> str:
     command = command_of(container)
+    if command[:2] == ["sh", "-c"]:  # a script of python -m commands (the backup CronJob)
+        modules = set(re.findall(r"\bpython -m (\S+)", command[2]))
+        assert len(modules) == 1, f"{container['name']}: one service per script, not {modules}"
+        command = ["python", "-m", modules.pop()]
     assert command[:2] == ["python", "-m"], f"{container['name']}: {command} is not python -m"
     assert command[2] in SETTINGS, f"{container['name']}: {command[2]} is none of our services"
     return command[2]
@@ -750,6 +759,7 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_pod_needs(
         "broadcast-gateway": {REDIS_PORT},
         "persister": {REDIS_PORT, POSTGRES_PORT},
         "migrations": {POSTGRES_PORT},
+        "backup": {POSTGRES_PORT},
     }
     public_port = {"score-api": "http", "broadcast-gateway": "ws"}
     for workload in workloads(resources):
