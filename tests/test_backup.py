@@ -24,6 +24,7 @@ from services.persister.migrate import migrate
 from services.persister.rebuild import rebuild
 from services.persister.reconcile import reconcile
 from services.persister.settings import PersisterSettings
+from shared import pgbin
 from shared.boards import Slots
 from shared.formats import EventType
 from shared.keys import BoardKeys
@@ -316,6 +317,12 @@ async def test_restore_refuses_a_tampered_dump_and_a_bad_manifest(
         shutil.copytree(source, bad)
         (bad / "manifest.json").write_bytes(raw)
         assert "not a valid manifest" in await refused(bad), raw
+    # An unreadable pg_dump version is no reason to refuse: the server's major decides.
+    odd = tmp_path / "odd-version"
+    shutil.copytree(source, odd)
+    (odd / "manifest.json").write_text(json.dumps(manifest | {"pg_dump_version": "¿?"}))
+    code, _, err = await cli(await new_database(), "restore", str(odd))
+    assert code == 0, err
     # Nothing was restored by any refusal.
     conn = await asyncpg.connect(fresh)
     try:
@@ -391,3 +398,41 @@ def test_the_password_never_reaches_the_command_line() -> None:
     assert env["PGPASSWORD"] == "s@cret"
     url, env = backup.libpq_target("postgresql://app@db.example/lb")
     assert url == "postgresql://app@db.example/lb"
+
+
+async def test_a_failed_dump_leaves_no_manifest_and_no_partial_file(
+    migrated: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "b"
+    await backup.backup(migrated, target)  # a good backup, to be overwritten with --force
+    fake = tmp_path / "pg_dump"
+    # Writes half a dump, then dies: what a crash or a full disk leaves behind.
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 99.0"; exit 0; fi\n'
+        'for a; do case "$a" in --file=*) echo partial > "${a#--file=}";; esac; done\nexit 3\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(pgbin, "client_tool", lambda program, major: fake)
+    with pytest.raises(backup.BackupFailed, match="pg_dump exited with 3"):
+        await backup.backup(migrated, target, force=True)
+    assert sorted(p.name for p in target.iterdir()) == ["leaderboard.dump"]  # the old one
+    with pytest.raises(backup.BackupRefused, match=r"manifest\.json is missing"):
+        backup.read_manifest(target)
+    conn = await asyncpg.connect(migrated)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM backup_runs") == 1  # the good one only
+    finally:
+        await conn.close()
+
+
+def test_client_tools_match_the_server_or_say_what_is_missing() -> None:
+    for program in ("pg_dump", "pg_restore"):
+        found = pgbin.bindirs(program)
+        assert found, f"no {program}: the drill needs the embedded or the system's binaries"
+        majors = sorted({pgbin.major_version(d / program)[0] for d in found})
+        for major in majors:  # the same major when installed
+            assert pgbin.major_version(pgbin.client_tool(program, major))[0] == major
+        with pytest.raises(RuntimeError, match=f"no {program} of PostgreSQL 999 or newer"):
+            pgbin.client_tool(program, 999)
+        # Older servers get the oldest newer tool.
+        assert pgbin.major_version(pgbin.client_tool(program, 9))[0] == majors[0]

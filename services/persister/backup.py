@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -345,7 +346,9 @@ async def restore(database_url: str, directory: Path, force: bool = False) -> Re
             f"the target database has {tables} table(s) in its public schema; restore into an"
             " empty database, or use --force to replace its contents"
         )
-    dumped_by = int(manifest.pg_dump_version.split()[-1].split(".")[0].split("beta")[0] or 0)
+    # pg_restore reads archives of its own and older pg_dump versions only.
+    dumped = re.search(r"\(PostgreSQL\) (\d+)", manifest.pg_dump_version)
+    dumped_by = int(dumped[1]) if dumped else 0
     pg_restore = pgbin.client_tool("pg_restore", max(server_major, dumped_by))
     argv = [str(pg_restore), "--no-owner", "--exit-on-error", "--single-transaction"]
     if force:
