@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import overload
 
+# How long an hour's refusal counters stay in Redis: the persister copies them within minutes.
+REFUSAL_COUNT_TTL_SECONDS = 3 * 86_400
+
 
 class _Key:
     """A key of the board, ``<tag>:<suffix>``; its docstring says what it holds."""
@@ -100,6 +103,12 @@ class BoardKeys:
     def daily(self, user_id: str, action: str) -> str:
         """``<UTC day number>:<completions>`` of ``action`` by the user; expires at midnight."""
         return f"{self.tag}:day:{user_id}|{action}"
+
+    def refusals(self, hour: int) -> str:
+        """Hash reason -> refusals the API answered in one UTC hour (``hour``: epoch seconds
+        // 3600); expires after ``REFUSAL_COUNT_TTL_SECONDS``, copied to PostgreSQL's
+        ``refusal_counts`` by the persister."""
+        return f"{self.tag}:refusals:{hour}"
 
     def rate(self, limit: str, subject: str) -> str:
         """The GCRA theoretical arrival time of one limit for one user or address."""

@@ -80,6 +80,8 @@ class UserDelta:
     name: str
     last_seq: int
     updated_at: datetime
+    # The user's earliest award in the batch: ``users.first_award_at`` keeps the earliest.
+    first_award_at: datetime
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ def user_deltas(rows: Sequence[EventRow], inserted: set[str]) -> list[UserDelta]
     latest: dict[str, EventRow] = {}
     points: dict[str, int] = {}
     newest: dict[str, datetime] = {}
+    oldest: dict[str, datetime] = {}
     for row in rows:
         if row.event_id not in inserted or row.type not in SCORING_TYPES:
             continue
@@ -310,8 +313,11 @@ def user_deltas(rows: Sequence[EventRow], inserted: set[str]) -> list[UserDelta]
         if row.user_id not in latest or row.seq > latest[row.user_id].seq:
             latest[row.user_id] = row
         newest[row.user_id] = max(newest.get(row.user_id, row.created_at), row.created_at)
+        oldest[row.user_id] = min(oldest.get(row.user_id, row.created_at), row.created_at)
     return [
-        UserDelta(user, points[user], latest[user].name, latest[user].seq, newest[user])
+        UserDelta(
+            user, points[user], latest[user].name, latest[user].seq, newest[user], oldest[user]
+        )
         for user in sorted(points)
     ]
 

@@ -37,14 +37,17 @@ RETURNING event_id
 """
 
 # A name only replaces the stored one when it comes from a later event than the stored one.
+# first_award_at keeps the earliest award (LEAST ignores the NULL of a user moderated first).
 _UPSERT_USERS = """
-INSERT INTO users AS u (user_id, name, score, last_seq, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+INSERT INTO users AS u (user_id, name, score, last_seq, updated_at, first_award_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[],
+    $6::timestamptz[])
 ON CONFLICT (user_id) DO UPDATE SET
     score = u.score + excluded.score,
     name = CASE WHEN excluded.last_seq >= u.last_seq THEN excluded.name ELSE u.name END,
     last_seq = GREATEST(u.last_seq, excluded.last_seq),
-    updated_at = GREATEST(u.updated_at, excluded.updated_at)
+    updated_at = GREATEST(u.updated_at, excluded.updated_at),
+    first_award_at = LEAST(u.first_award_at, excluded.first_award_at)
 """
 
 # A state event (ban, unban, quarantine, release) sets both flags unless a newer state event
@@ -148,7 +151,8 @@ class EventStore:
             inserted = {r["event_id"] for r in returned}
             deltas = user_deltas(ordered, inserted)
             if deltas:
-                user_columns = ("user_id", "name", "points", "last_seq", "updated_at")
+                user_columns = ("user_id", "name", "points", "last_seq", "updated_at",
+                                "first_award_at")  # fmt: skip
                 await conn.execute(_UPSERT_USERS, *_columns(deltas, user_columns))
             states = moderation_states(ordered, inserted)
             if states:

@@ -19,6 +19,7 @@ from services.persister import metrics
 from services.persister.batch import stream_id_key, trim_point
 from services.persister.errors import PG_ERRORS
 from services.persister.member import Member
+from services.persister.refusalcounts import copy_quietly
 from shared.redisconn import lua, text
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Trimmer:
             await self.member.store.save_checkpoint(self.member.stream, self.member.group, safe)
         except PG_ERRORS as exc:
             log.debug("checkpoint not saved: %s", exc)
+        member = self.member
+        await copy_quietly(member.redis, member.store.pool, member.keys, member.clock.time())
         return True
 
     async def _trim_below(self, safe: str, lag: object) -> bool:

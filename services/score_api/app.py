@@ -47,6 +47,7 @@ from services.score_api.ratelimit import policy_header
 from services.score_api.reads import BoardReads
 from services.score_api.refusals import refusal
 from services.score_api.settings import ApiSettings
+from services.score_api.statsreads import StatsReads
 from services.score_api.store import AwardRequest, ScoreStore, TicketRequest
 from services.score_api.tickets import new_ticket_id, rfc3339
 from services.score_api.tokencache import TokenCache
@@ -94,7 +95,7 @@ log = logging.getLogger("services.score_api")
 BOARD_MAY_HAVE_CHANGED = frozenset({"new", "duplicate"})
 
 
-class ScoreApi(BoardReads, Moderation, AdminReads):
+class ScoreApi(BoardReads, Moderation, AdminReads, StatsReads):
     """Holds the wiring of one app instance; handlers are its methods."""
 
     def __init__(self, settings: ApiSettings, clock: Clock | None = None) -> None:
@@ -366,6 +367,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
         Route("/api/admin/flags", api.list_flags, methods=["GET"]),
         Route("/api/admin/flags/{flag_id}/dismiss", api.dismiss_flag, methods=["POST"]),
         Route("/api/admin/audit", api.audit, methods=["GET"]),
+        Route("/api/admin/stats", api.admin_stats, methods=["GET"]),
         Route("/api/users/{user_id}/rank", api.user_rank, methods=["GET"]),
         *api.health.routes(),
         Route("/openapi.json", api.openapi, methods=["GET"]),

@@ -81,6 +81,9 @@ async def read_admin_body(request: Request) -> bytes:
 async def problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     REJECTIONS.labels(exc.reason).inc()
+    counter = getattr(request.app.state, "api", None)
+    if counter is not None:
+        counter.count_refusal(exc.reason)  # per hour, for the stats (statsreads)
     return exc.response(request.url.path)
 
 

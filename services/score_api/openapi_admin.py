@@ -13,6 +13,7 @@ USER_ID_SCHEMA = {"type": "string", "pattern": USER_ID.schema_pattern}
 MAX_ADMIN_LIMIT = 500
 FLAG_STATES = ("open", "dismissed", "actioned")
 STATES = ("active", "quarantined", "banned")
+MAX_STATS_HOURS = 720  # GET /api/admin/stats: window 1h..30d
 
 
 def _problems(*statuses: int) -> dict[str, Any]:
@@ -157,6 +158,26 @@ def admin_paths(user_path: dict[str, Any], view_parameters: list[dict[str, Any]]
                 },
             }
         },
+        "/api/admin/stats": {
+            "get": {
+                "operationId": "adminStats",
+                "summary": "User analytics over a window of whole UTC hours ending now",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "required": False,
+                        "description": "<n>h or <n>d, from 1h to 30d",
+                        "schema": {"type": "string", "minLength": 2, "maxLength": 4},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "Stats", "content": _json("Stats")},
+                    **_problems(401, 403, 422, 503),
+                },
+            }
+        },
         "/api/admin/users/{user_id}/events": {
             "get": {
                 "operationId": "userEvents",
@@ -202,6 +223,43 @@ def _board_points() -> dict[str, Any]:
             {"board_id": {"type": "string"}, "period": {"type": "string"}, "points": _INT},
         ),
     }
+
+
+def _stats() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    points = {"type": "integer"}
+
+    def rows(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "items": _object(required, properties)}
+
+    properties: dict[str, Any] = {
+        "window": {"type": "string"},
+        "from": {"type": "string", "format": "date-time"},
+        "to": {"type": "string", "format": "date-time"},
+        "active_users": count,
+        "new_users": count,
+        "awards": count,
+        "points": points,
+        "by_action": rows(
+            ["action", "awards", "points"],
+            {"action": {"type": "string"}, "awards": count, "points": points},
+        ),
+        "points_by_hour": {
+            **rows(
+                ["hour", "awards", "points"],
+                {"hour": {"type": "string", "format": "date-time"}}
+                | {"awards": count, "points": points},
+            ),
+            "maxItems": MAX_STATS_HOURS,
+        },
+        "top_movers": rows(
+            ["user_id", "name", "awards", "points"],
+            {"user_id": USER_ID_SCHEMA, "name": {"type": "string"}}
+            | {"awards": count, "points": points},
+        ),
+        "refusals": rows(["reason", "count"], {"reason": {"type": "string"}, "count": count}),
+    }
+    return _object(list(properties), properties)
 
 
 def admin_schemas(entry: dict[str, Any], view_fields: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +343,7 @@ def admin_schemas(entry: dict[str, Any], view_fields: dict[str, Any]) -> dict[st
                 "changed": {"type": "boolean"},
             },
         ),
+        "Stats": _stats(),
         "Audit": _object(
             ["user_id", "actions"], {"user_id": USER_ID_SCHEMA, "actions": {"type": "array"}}
         ),
