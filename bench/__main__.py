@@ -19,12 +19,12 @@ from typing import Any
 
 import orjson
 
-from bench import boards, fanout, persist, reads, update
+from bench import analytics, boards, fanout, persist, reads, update
 from bench.report import render
 from bench.stack import ROOT, Stack, raise_fd_limit, say, temporary_dir
 from shared.keys import BoardKeys
 
-SCENARIOS = ("update", "reads", "fanout", "persist")
+SCENARIOS = ("update", "reads", "fanout", "persist", "stats")
 FINDINGS = Path(__file__).parent / "findings.md"
 
 
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 stack.stop(gateway)
             if "persist" in args.only:
                 figures["persist"] = persist.run(stack, events, rate=2000, seconds=seconds * 2)
+            if "stats" in args.only:
+                figures["stats"] = analytics.run(stack)
         except Exception:
             traceback.print_exc()
             figures["error"] = traceback.format_exc(limit=3)

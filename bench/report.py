@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.analytics import TARGET_MS
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -78,6 +80,13 @@ def verdicts(figures: dict[str, Any]) -> list[Verdict]:
         out.append(Verdict("persister lag", "< 1 s at 2,000 updates/s",
                            f"p99 {lag:.2f} s at {persist['lag']['rate']:,.0f}/s",
                            lag < 1))  # fmt: skip
+    analytics = figures.get("stats")
+    if analytics:
+        day = analytics["windows"]["24h"]
+        p99 = _num(day["p99_ms"])
+        out.append(Verdict("stats query, 24 h window", f"< {TARGET_MS:.0f} ms on "
+                           f"{analytics['events']:,} events", f"p99 {p99:.1f} ms",
+                           p99 < TARGET_MS))  # fmt: skip
     return out
 
 
@@ -527,6 +536,31 @@ def render(figures: dict[str, Any], findings: str = "") -> str:
                         f"max {_num(lag['lag_max_s']):.2f} s",
                         "",
                     ],
+                ],
+            ),
+        ]
+    analytics = figures.get("stats")
+    if analytics:
+        parts += [
+            "",
+            "## 6. Stats query",
+            "",
+            f"`GET /api/admin/stats`' query (`services.score_api.stats.QUERY`) on "
+            f"{analytics['events']:,} score events of {analytics['users']:,} users over 30 "
+            f"days, in a database of its own (generated and analysed in "
+            f"{_num(analytics['load_seconds']):.0f} s), from one connection after a warm-up.",
+            "",
+            _table(
+                ["window", "awards in it", "runs", "p50", "p99"],
+                [
+                    [
+                        f"`{text}`",
+                        f"{w['awards']:,}",
+                        str(w["runs"]),
+                        f"{_num(w['p50_ms']):.1f} ms",
+                        f"{_num(w['p99_ms']):.1f} ms",
+                    ]
+                    for text, w in analytics["windows"].items()
                 ],
             ),
         ]
