@@ -48,6 +48,15 @@ EXPOSE 8001
 CMD ["python", "-m", "services.broadcast_gateway"]
 
 FROM runtime AS persister
+# pg_dump and pg_restore for `persister backup` / `restore` (the backup CronJob). Bookworm's
+# client is PostgreSQL 15, which dumps servers up to 15; for a newer server build with
+# POSTGRES_CLIENT=postgresql-client-NN from the PostgreSQL apt repository (apt.postgresql.org).
+ARG POSTGRES_CLIENT=postgresql-client
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ${POSTGRES_CLIENT} \
+    && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 ENV PERSISTER_METRICS_HOST=0.0.0.0 \
     PERSISTER_METRICS_PORT=8002
 EXPOSE 8002
