@@ -491,3 +491,39 @@ async def test_postgres_away_is_503(redis_url: str, key_prefix: str) -> None:
         response = await running.get()
         is_problem(response, 503, "unavailable")
         assert response.headers["retry-after"] == "1"
+
+
+def metric_value(text: str, name: str, action: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{action="{action}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_awards_and_points_are_counted_by_catalogue_action_only(seeded: Stats) -> None:
+    before = (await seeded.http.get("/metrics")).text
+    player = seeded.headers((SCOPE_WRITE,))
+    for n, action in enumerate(("quest_complete", "quest_complete", "level_up")):
+        response = await seeded.http.post(
+            "/api/score", json={"action": action}, headers=player | {"Idempotency-Key": f"m{n}"}
+        )
+        assert response.status_code == 200, response.text
+    replay = await seeded.http.post(
+        "/api/score", json={"action": "level_up"}, headers=player | {"Idempotency-Key": "m2"}
+    )
+    assert replay.status_code == 200  # a duplicate: not counted again
+    for hostile in ("no_such_action", "x" * 65, "quest_complete\n", "QUEST_COMPLETE"):
+        response = await seeded.http.post(
+            "/api/score", json={"action": hostile}, headers=player | {"Idempotency-Key": "h1"}
+        )
+        assert 400 <= response.status_code < 500
+    after = (await seeded.http.get("/metrics")).text
+    for name, action, delta in [
+        ("score_api_awards_total", "quest_complete", 2),
+        ("score_api_awards_total", "level_up", 1),
+        ("score_api_points_total", "quest_complete", 20),
+        ("score_api_points_total", "level_up", 25),
+    ]:
+        assert metric_value(after, name, action) - metric_value(before, name, action) == delta
+    labelled = {line.split("}", 1)[0] for line in after.splitlines() if "_total{action=" in line}
+    assert all(any(a in line for a in CLIENT_ACTIONS) for line in labelled), labelled

@@ -36,9 +36,9 @@ from services.score_api.httpparts import (
 )
 from services.score_api.jwks import KeySource
 from services.score_api.metrics import (
-    ACCEPTED,
     DUPLICATES,
     RequestMiddleware,
+    count_award,
 )
 from services.score_api.moderation import Moderation
 from services.score_api.openapi import openapi_document
@@ -251,7 +251,10 @@ class ScoreApi(BoardReads, Moderation, AdminReads, StatsReads):
             },
         )
         if result.status in ("new", "duplicate"):
-            (ACCEPTED if result.status == "new" else DUPLICATES).inc()
+            if result.status == "new":
+                count_award(body.action, action.points)
+            else:
+                DUPLICATES.inc()
             response = json_response(result.as_dict())
             limit_headers(response, limit_policy, result.limit, result.remaining, result.reset_ms)
             return response

@@ -23,11 +23,26 @@ LATENCY = Histogram(
 ACCEPTED = Counter("score_api_updates_accepted_total", "Score updates applied")
 DUPLICATES = Counter("score_api_updates_duplicate_total", "Replays answered from idempotency")
 REJECTIONS = Counter("score_api_rejections_total", "Refused requests", ["reason"])
+# By action: only catalogue actions get here (validated first), so the labels are bounded.
+AWARDS = Counter("score_api_awards_total", "Awards applied, by action", ["action"])
+POINTS = Counter("score_api_points_total", "Points awarded, by action", ["action"])
+_AWARD_CHILDREN: dict[str, tuple[Counter, Counter]] = {}
 BOARD_CACHE = Counter(
     "score_api_board_cache_total", "GET /api/score-board answered from the cache or not", ["result"]
 )
 BOARD_CACHE_HITS = BOARD_CACHE.labels("hit")
 BOARD_CACHE_MISSES = BOARD_CACHE.labels("miss")
+
+
+def count_award(action: str, points: int) -> None:
+    """One applied award of a catalogue ``action`` worth ``points``."""
+    children = _AWARD_CHILDREN.get(action)
+    if children is None:
+        children = AWARDS.labels(action), POINTS.labels(action)
+        _AWARD_CHILDREN[action] = children
+    ACCEPTED.inc()
+    children[0].inc()
+    children[1].inc(points)
 
 
 class RequestMiddleware:
