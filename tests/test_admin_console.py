@@ -592,3 +592,60 @@ async def test_network_failures_and_503_are_shown_and_not_retried(
         assert watched.problems == []
     finally:
         await page.close()
+
+
+async def test_the_stats_of_a_chosen_window_are_shown_as_text(
+    browser: Browser, console: Console
+) -> None:
+    await console.score("mallory", XSS_NAME)
+    await console.score("mallory", XSS_NAME, "achievement_unlocked")
+    await console.score("ana", "Ana")
+    await console.persist()
+    watched = await open_console(browser, console)
+    page = watched.page
+    try:
+        await page.click("#load-stats")  # no token: said so, nothing sent
+        await expect(page.locator("#stats-status")).to_have_text("Paste an admin token first.")
+        assert watched.admin_requests() == []
+        await page.fill("#token", console.admin)
+        await page.select_option("#stats-window", "1h")
+        await page.click("#load-stats")
+        await expect(page.locator("#stats-status")).to_have_text("Window 1h.")
+        (sent,) = watched.sent("GET", "/api/admin/stats?window=1h")
+        assert sent.headers["authorization"] == f"Bearer {console.admin}"
+        await expect(page.locator("#stats-summary")).to_contain_text(
+            "2 active users, 2 new; 3 awards"
+        )
+        await expect(column(page, "stats-movers", "user_id")).to_have_text(["mallory", "ana"])
+        # The hostile name is text, not markup.
+        await expect(column(page, "stats-movers", "name")).to_have_text([XSS_NAME, "Ana"])
+        assert await page.locator("#stats-movers img").count() == 0
+        actions = column(page, "stats-actions", "action")
+        await expect(actions).to_have_count(2)
+        await expect(column(page, "stats-hours", "hour")).to_have_count(1)
+        await page.select_option("#stats-window", "7d")
+        await page.click("#load-stats")
+        await expect(page.locator("#stats-status")).to_have_text("Window 7d.")
+        await expect(column(page, "stats-hours", "hour")).to_have_count(168)
+        await page.screenshot(path=SCREENSHOTS / "admin-stats.png")
+        assert watched.problems == []
+        assert await violations(page) == []
+    finally:
+        await page.close()
+
+
+async def test_a_stats_failure_is_shown_and_hides_the_tables(
+    browser: Browser, console: Console
+) -> None:
+    watched = await open_console(browser, console)
+    page = watched.page
+    try:
+        player = issue(console.tokens, "ana", name="Ana")
+        await page.fill("#token", player)
+        await page.click("#load-stats")
+        await expect(page.locator("#stats-status")).to_have_attribute("data-kind", "error")
+        await expect(page.locator("#stats-status")).to_contain_text("403")
+        await expect(page.locator("#stats-panel")).to_be_hidden()
+        assert watched.problems == []
+    finally:
+        await page.close()

@@ -1,6 +1,7 @@
-// The moderation console (GET /admin): open flags, a user's events and history, and the
-// moderation actions, each confirmed in the page with a reason. Every value from the API is
-// set with textContent, never parsed as HTML. The token lives in its field only.
+// The moderation console (GET /admin): open flags, a user's events and history, the
+// moderation actions, each confirmed in the page with a reason, and the stats of a window.
+// Every value from the API is set with textContent, never parsed as HTML. The token lives in
+// its field only.
 "use strict";
 
 (() => {
@@ -191,6 +192,32 @@
     }
   }
 
+  // Stats over a window (GET /api/admin/stats)
+
+  async function loadStats() {
+    const status = $("stats-status");
+    const window = $("stats-window").value;
+    setStatus(status, "pending", "Loading…");
+    const answer = await call("GET", `/api/admin/stats?window=${encodeURIComponent(window)}`);
+    if (!answer.ok) {
+      $("stats-panel").hidden = true;
+      setStatus(status, "error", summary(answer));
+      return;
+    }
+    const stats = answer.body;
+    const list = (value) => (Array.isArray(value) ? value : []);
+    $("stats-summary").textContent =
+      `${cellText(stats.active_users)} active users, ${cellText(stats.new_users)} new; ` +
+      `${cellText(stats.awards)} awards, ${cellText(stats.points)} points ` +
+      `(${cellText(stats.from)} to ${cellText(stats.to)}).`;
+    fillTable($("stats-actions"), list(stats.by_action), ["action", "awards", "points"]);
+    fillTable($("stats-movers"), list(stats.top_movers), ["user_id", "name", "awards", "points"]);
+    fillTable($("stats-refusals"), list(stats.refusals), ["reason", "count"]);
+    fillTable($("stats-hours"), list(stats.points_by_hour), ["hour", "awards", "points"]);
+    $("stats-panel").hidden = false;
+    setStatus(status, "ok", `Window ${cellText(stats.window)}.`);
+  }
+
   // Actions: ask (the dialog), then send once confirmed
 
   // datetime-local (this browser's zone) -> RFC 3339 UTC, whole seconds; null if unset.
@@ -296,6 +323,10 @@
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     loadFlags();
+  });
+  $("stats-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadStats();
   });
   $("lookup-form").addEventListener("submit", (event) => {
     event.preventDefault();
