@@ -71,6 +71,8 @@ BOARD_ID = Pattern("a-z0-9_-", 32)
 TIMEZONE = Pattern("A-Za-z0-9_+/-", 64)
 # Action tickets (services.score_api.tickets): 128 random bits, as lowercase hex.
 TICKET = Pattern("0-9a-f", 32, 32)
+# A SHA-256 digest as lowercase hex (backup manifests).
+SHA256_HEX = Pattern("0-9a-f", 64, 64)
 # Anomaly flags' ids (user_flags.flag_id, a bigserial) in paths and events: digits only.
 FLAG_ID = Pattern("0-9", 18)
 # Action names in the catalogue; they appear in key names, events and metrics labels.

@@ -35,6 +35,7 @@ from services.persister import metrics
 from services.persister.errors import PG_ERRORS
 from shared import pgbin
 from shared.clock import Clock
+from shared.formats import SHA256_HEX
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class DumpFile(BaseModel):
 
     file: Literal["leaderboard.dump"]
     bytes: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=SHA256_HEX.schema_pattern)
 
 
 class Manifest(BaseModel):
