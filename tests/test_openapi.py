@@ -18,7 +18,7 @@ from tests.persister_fixtures import persisters
 from tests.support import api_process
 
 ROOT = Path(__file__).resolve().parent.parent
-# 23 operations: about 4,600 cases (the suite must stay under 10 minutes on two cores).
+# 24 operations: about 4,800 cases (the suite must stay under 10 minutes on two cores).
 FUZZ_CASES_PER_OPERATION = 200
 CHECKS = ",".join(
     [
