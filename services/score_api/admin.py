@@ -24,7 +24,7 @@ from services.score_api import validation
 from services.score_api.database import DatabaseUnavailable
 from services.score_api.httpparts import audit_fields, read_admin_body
 from services.score_api.openapi_admin import FLAG_STATES, MAX_ADMIN_LIMIT
-from services.score_api.problems import Problem, unavailable
+from services.score_api.problems import Problem, database_unavailable, unavailable
 from services.score_api.store import ScoreStore
 from services.score_api.tickets import rfc3339
 from services.score_api.tokens import SCOPE_ADMIN
@@ -103,10 +103,6 @@ def flag_state(params: Mapping[str, str]) -> str:
 
 def limit(params: Mapping[str, str], default: int) -> int:
     return validation.bounded_int(params, "limit", default, 1, MAX_ADMIN_LIMIT)
-
-
-def database_unavailable() -> Problem:
-    return unavailable("PostgreSQL is unreachable; retry", "database_unavailable")
 
 
 def flag_json(row: asyncpg.Record) -> dict[str, object]:

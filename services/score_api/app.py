@@ -138,8 +138,8 @@ class ScoreApi(BoardReads, Moderation, AdminReads, StatsReads):
             self.follower = CacheInvalidator(settings.redis_url, keys, self.board_cache, timeout)
         self.boards = settings.board_family()
         self.all_time = boardviews.all_time(self.boards)
-        self.archives = Archives(settings.database_url, settings.redis_timeout_seconds, self.clock)
         self.database = Database(settings.database_url, settings.redis_timeout_seconds)
+        self.archives = Archives(self.database, self.clock)
         self.slots = Slots(self.boards, settings.board_retention_periods)
         self.health = Health(ready=self.ready_problems)
 
@@ -349,7 +349,7 @@ def create_app(settings: ApiSettings | None = None, clock: Clock | None = None) 
             finally:
                 if follower:
                     await follower.aclose()
-                await api.archives.aclose()
+                await api.refusal_counter.flushed()
                 await api.database.aclose()
                 await api.redis.aclose()
 

@@ -1,8 +1,8 @@
 """Archived periods, read from PostgreSQL (``board_archives``, written by the persister).
 
-The score API reaches PostgreSQL only here, and only for periods that have ended: whether
-one is archived (``final``), and the standings of one that Redis no longer keeps. The pool
-is created on first use; while PostgreSQL is unreachable these reads answer 503 and
+Board reads reach PostgreSQL only here, and only for periods that have ended: whether one
+is archived (``final``), and the standings of one that Redis no longer keeps. They share the
+API's one pool (``database``); while PostgreSQL is unreachable these reads answer 503 and
 nothing else is affected. A period once archived stays archived, so positive answers are
 cached for good and negative ones for a second.
 
@@ -15,13 +15,14 @@ listed beside it (``corrections``), never applied to its rows.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.score_api.database import Database, DatabaseUnavailable
 from services.score_api.tickets import rfc3339
 from shared.board import Entry
 from shared.clock import Clock
@@ -42,8 +43,9 @@ _RANGE = (
 )
 
 
-class ArchiveUnavailable(Exception):
-    """PostgreSQL did not answer (HTTP 503)."""
+# PostgreSQL did not answer (HTTP 503): the database's own error, under the name board reads
+# know it by.
+ArchiveUnavailable = DatabaseUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +81,14 @@ class Hidden:
 
 
 class Archives:
-    def __init__(self, database_url: str, timeout: float, clock: Clock) -> None:
-        self._url = database_url
-        self._timeout = timeout
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._database = database
         self._clock = clock
-        self._pool: asyncpg.Pool | None = None
         self._closed: set[tuple[str, str]] = set()
         self._open_until: dict[tuple[str, str], float] = {}
         # Per complete archive: the stored rank of each user looked up as hidden (None: not
         # in it). Users un-hidden since stay here harmlessly: only the hidden now are used.
         self._ranks: dict[tuple[str, str], dict[str, int | None]] = {}
-
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
 
     async def final(self, board_id: str, period: str) -> bool:
         """Whether the period's archive is complete."""
@@ -209,31 +205,12 @@ class Archives:
         ranked = sorted(r for u in users if (r := known[u]) is not None)
         return Hidden(frozenset(users), ranked)
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    def _connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """One pooled connection for several queries; any failure is ArchiveUnavailable."""
-        try:
-            pool = await self._pool_()
-            async with pool.acquire(timeout=self._timeout) as conn:
-                yield conn
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ArchiveUnavailable(str(exc)) from exc
-
-    async def _pool_(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._url, min_size=0, max_size=4, timeout=self._timeout,
-                command_timeout=self._timeout,
-            )  # fmt: skip
-        return self._pool
+        return self._database.connection()
 
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        try:
-            pool = await self._pool_()
-            async with pool.acquire(timeout=self._timeout) as conn:
-                return list(await conn.fetch(query, *args))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ArchiveUnavailable(str(exc)) from exc
+        return await self._database.fetch(query, *args)
 
     async def _fetchval(self, query: str, *args: object) -> int | None:
         """The first column of the first row: every such query here reads an integer."""

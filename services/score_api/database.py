@@ -1,5 +1,5 @@
-"""The score API's PostgreSQL pool for the admin endpoints, created on first use: while
-PostgreSQL is unreachable those answer 503 and nothing else is affected.
+"""The score API's one PostgreSQL pool (archived periods, the admin endpoints), created on
+first use: while PostgreSQL is unreachable those answer 503 and nothing else is affected.
 
 ``fetch`` and ``transaction`` raise ``DatabaseUnavailable`` for anything PostgreSQL or the
 connection does wrong; the handlers map it to the 503 problem. An exception raised inside a
@@ -40,7 +40,7 @@ class Database:
                     self._url, min_size=0, max_size=4, timeout=self._timeout,
                     command_timeout=self._timeout * 6,
                 )  # fmt: skip
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            except ERRORS as exc:
                 raise DatabaseUnavailable(str(exc)) from exc
         return self._pool
 
@@ -53,6 +53,16 @@ class Database:
             pool = await self.pool()
             async with pool.acquire(timeout=self._timeout) as conn:
                 return list(await conn.fetch(query, *args))
+        except ERRORS as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """One pooled connection for several statements (no transaction of its own)."""
+        try:
+            pool = await self.pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                yield conn
         except ERRORS as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 

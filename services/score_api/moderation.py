@@ -20,7 +20,12 @@ from services.score_api import boardviews, revocations, validation
 from services.score_api.boardcache import BoardCache
 from services.score_api.database import DatabaseUnavailable
 from services.score_api.httpparts import audit_fields, read_admin_body
-from services.score_api.problems import Problem, redis_unavailable, unavailable
+from services.score_api.problems import (
+    Problem,
+    database_unavailable,
+    redis_unavailable,
+    unavailable,
+)
 from services.score_api.revocations import Revocation, RevocationConflict
 from services.score_api.tokens import SCOPE_ADMIN, Claims
 from services.score_api.wiring import ApiWiring
@@ -128,8 +133,7 @@ class Moderation(ApiWiring):
         try:
             up_to_seq, last_id = await self.store.position()
             await self._wait_persisted(last_id)
-            pool = await self.database.pool()
-            async with pool.acquire() as conn:
+            async with self.database.connection() as conn:
                 for earlier in await revocations.unapplied(conn, user_id):
                     await self._apply(conn, earlier, ip, extras)
                 recorded = await revocations.record(
@@ -153,8 +157,8 @@ class Moderation(ApiWiring):
             ) from None
         except RedisError:
             raise redis_unavailable() from None
-        except (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            raise unavailable("PostgreSQL is unreachable; retry", "database_unavailable") from None
+        except DatabaseUnavailable:
+            raise database_unavailable() from None
         finally:
             self.board_cache.invalidate()
         return json_response(recorded.as_dict(score))

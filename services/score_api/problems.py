@@ -94,3 +94,7 @@ def redis_unavailable() -> Problem:
     return unavailable(
         "the score store is unreachable; retry with the same Idempotency-Key", "redis_unavailable"
     )
+
+
+def database_unavailable() -> Problem:
+    return unavailable("PostgreSQL is unreachable; retry", "database_unavailable")

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.score_api import stats
-from services.score_api.admin import database_unavailable
 from services.score_api.database import DatabaseUnavailable
+from services.score_api.problems import database_unavailable
 from services.score_api.refusalcount import RefusalCounter
 from services.score_api.tokens import SCOPE_ADMIN
 from services.score_api.wiring import ApiWiring
