@@ -203,7 +203,7 @@ async def test_the_console_is_served_under_its_csp_and_loads_cleanly(
     assert "script-src 'self'" in csp
     assert "connect-src 'self';" in csp
     assert response.headers["cache-control"] == "no-store"
-    for asset in ("/static/admin.js", "/static/admin.css"):
+    for asset in ("/static/admin.js", "/static/theme.css", "/static/admin.css"):
         assert (await console.http.get(asset)).status_code == 200
 
     watched = await open_console(browser, console)
