@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio
 
 from devstack.servers import Server, start_postgres, start_redis
+from tests.browser_fixtures import browser as browser
 from tests.support import RUN_ID, new_prefix, prefixes_in_use, with_database
 
 

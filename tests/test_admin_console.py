@@ -18,16 +18,16 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from devstack.devtoken import issue
 from services.persister.migrate import migrate
 from services.persister.worker import Persister
 from services.score_api.settings import TokenSettings
 from services.score_api.tokens import SCOPE_ADMIN
+from tests.browser_fixtures import SCREENSHOTS, XSS_NAME
 from tests.persister_fixtures import drain, open_worker
 from tests.support import ONE_BOARD, api_process
-from tests.test_gateway_browser import CHROMIUM, FLAGS, SCREENSHOTS, XSS_NAME, require_chromium
 
 MODERATOR = "mod-ana"
 # Kolkata is UTC+05:30 all year: the revoke times' conversion to UTC shows in the request.
@@ -85,19 +85,6 @@ class Console:
         response = await self.http.get("/api/score-board")
         assert response.status_code == 200, response.text
         return {row["user_id"]: row["score"] for row in response.json()["board"]}
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    require_chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=FLAGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture

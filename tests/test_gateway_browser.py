@@ -9,35 +9,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from devstack.devtoken import issue
 from services.broadcast_gateway.server import Gateway
 from services.score_api.app import create_app
 from services.score_api.settings import ApiSettings
 from services.score_api.tokens import SCOPE_REPORT
+from tests.browser_fixtures import SCREENSHOTS, XSS_NAME
 from tests.gateway_fixtures import run_gateway
 from tests.support import free_port, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-XSS_NAME = "<img src=x onerror=alert(1)>"
-SCREENSHOTS = Path("/tmp")
 # One ticket action that may be completed 2 s after its start: the panel's whole wait.
 QUEST = {"quest": {"points": 10, "mode": "ticket", "min_seconds": 2, "max_seconds": 60}}
 # Three boards: one that never resets, one a day, and one every 10 s (the shortest allowed).
@@ -73,28 +60,6 @@ class Site:
         assert response.status_code == 200, response.text
         body: dict[str, object] = response.json()
         return body
-
-
-def require_chromium() -> None:
-    """A missing browser fails the suite (the Makefile installs it); it never skips."""
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium` "
-            "(never `playwright install`, which downloads and fails here)"
-        )
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    require_chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=FLAGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @asynccontextmanager
