@@ -21,6 +21,7 @@ import redis.asyncio
 import uvicorn
 from starlette.types import ASGIApp
 
+from services.score_api.settings import ApiSettings
 from shared.keys import BoardKeys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,23 @@ NO_LIMITS: dict[str, Any] = {
     "points_per_user_per_hour": 0,
     "points_per_user_per_day": 0,
 }
+
+
+def admin_api_settings(
+    redis_url: str, key_prefix: str, database_url: str, **settings: Any
+) -> ApiSettings:
+    """An in-process score API's settings with PostgreSQL for the admin endpoints: client
+    actions, one board, no limits."""
+    return ApiSettings(
+        **(
+            {"actions": CLIENT_ACTIONS}
+            | ONE_BOARD
+            | NO_LIMITS
+            | {"redis_url": redis_url, "redis_key_prefix": key_prefix}
+            | {"database_url": database_url, "redis_timeout_seconds": 2}
+            | settings
+        )
+    )
 
 
 def api_env(**settings: Any) -> dict[str, str]:

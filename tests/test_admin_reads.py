@@ -27,7 +27,12 @@ from services.score_api.tokens import SCOPE_ADMIN, SCOPE_WRITE
 from shared.formats import encode_member
 from shared.keys import BoardKeys
 from tests.persister_fixtures import drain, open_worker
-from tests.support import CLIENT_ACTIONS, NO_LIMITS, ONE_BOARD, free_port, serve, stream_events
+from tests.support import (
+    admin_api_settings,
+    free_port,
+    serve,
+    stream_events,
+)
 
 ROUTES = (
     ("/api/admin/flags", "list_flags", "GET"),
@@ -66,16 +71,7 @@ class Admin:
 async def running_admin(
     redis_url: str, key_prefix: str, database_url: str, **settings: Any
 ) -> AsyncIterator[Admin]:
-    config = ApiSettings(
-        **(
-            {"actions": CLIENT_ACTIONS}
-            | ONE_BOARD
-            | NO_LIMITS
-            | {"redis_url": redis_url, "redis_key_prefix": key_prefix}
-            | {"database_url": database_url, "redis_timeout_seconds": 2}
-            | settings
-        )
-    )
+    config = admin_api_settings(redis_url, key_prefix, database_url, **settings)
     async with (
         serve(create_app(config)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,

@@ -32,7 +32,12 @@ from services.score_api.statsreads import StatsReads
 from services.score_api.tokens import SCOPE_ADMIN, SCOPE_WRITE
 from shared.keys import REFUSAL_COUNT_TTL_SECONDS, BoardKeys
 from shared.redisconn import connect
-from tests.support import CLIENT_ACTIONS, NO_LIMITS, ONE_BOARD, ManualClock, free_port, serve
+from tests.support import (
+    ManualClock,
+    admin_api_settings,
+    free_port,
+    serve,
+)
 from tests.test_persister_batch import entry
 
 # 12:34:56.789 UTC: a 3h window is [10:00, 12:34:56.789).
@@ -199,15 +204,7 @@ class Stats:
 async def running_stats(
     redis_url: str, key_prefix: str, database_url: str, clock: ManualClock
 ) -> AsyncIterator[Stats]:
-    config = ApiSettings(
-        **(
-            {"actions": CLIENT_ACTIONS}
-            | ONE_BOARD
-            | NO_LIMITS
-            | {"redis_url": redis_url, "redis_key_prefix": key_prefix}
-            | {"database_url": database_url, "redis_timeout_seconds": 2}
-        )
-    )
+    config = admin_api_settings(redis_url, key_prefix, database_url)
     app = create_app(config, clock)
     async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         keys = BoardKeys(config.redis_key_prefix, config.board_id)
