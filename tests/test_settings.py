@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from services.persister.settings import PersisterSettings
 from services.score_api.settings import ApiSettings, TokenSettings
 from shared.settings import SharedSettings
 
@@ -129,6 +130,43 @@ def test_hostile_values_of_the_new_limits_stop_the_start(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         ApiSettings()
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "value"),
+    [
+        *[
+            (ApiSettings, "REVOKE_WAIT_SECONDS", v)
+            for v in ["0", "-1", "61", "nan", "inf", "", "\u0665", "5\x00", "1e9"]
+        ],
+        *[
+            (PersisterSettings, "BACKUP_KEEP", v)
+            for v in ["0", "-1", "10001", "1.5", "", "\u0667", "7\x00", "1e3"]
+        ],
+        *[(SharedSettings, "PERSISTER_GROUP", v) for v in [""]],
+    ],
+)
+def test_hostile_values_of_the_moderation_and_backup_settings_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, settings: type[SharedSettings], name: str, value: str
+) -> None:
+    if "\x00" in value:  # the environment cannot hold a NUL: it arrives as an argument
+        with pytest.raises(ValidationError):
+            settings.model_validate({name.lower(): value})
+        return
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        settings()
+
+
+def test_a_number_setting_read_with_a_trailing_newline_is_that_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value from a file keeps its newline: numbers are read as pydantic reads them, so
+    the newline is whitespace around the same number, never a different one."""
+    monkeypatch.setenv("REVOKE_WAIT_SECONDS", "5\n")
+    monkeypatch.setenv("BACKUP_KEEP", "7\n")
+    assert ApiSettings().revoke_wait_seconds == 5.0
+    assert PersisterSettings().backup_keep == 7
 
 
 @pytest.mark.parametrize("name", ["PLAYER_WRITES", "ALLOW_UNBOUNDED_CLIENT_ACTIONS"])
